@@ -1,0 +1,38 @@
+# Targets the README uses. Run as root: tests and the demo make loop devices.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := build-essential python3-dev python3-venv util-linux \
+	e2fsprogs xfsprogs btrfs-progs
+
+.PHONY: deps build test demo bench bench-quick deb rpm clean
+
+deps: $(VENV)/.deps-ok
+
+$(VENV)/.deps-ok: pyproject.toml
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		missing=$$(for p in $(APT_PACKAGES); do \
+			dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=61" wheel "cffi>=1.15" packaging \
+		"tomli; python_version<'3.11'" "pytest>=7" "hypothesis>=6"
+	touch $@
+
+build: deps
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: build
+	$(PY) -m vmsnapshot.demo
+
+clean:
+	rm -rf build dist *.egg-info vmsnapshot/_freeze.c vmsnapshot/*.so \
+		.pytest_cache .hypothesis

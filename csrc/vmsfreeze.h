@@ -1,0 +1,100 @@
+/*
+ * vmsfreeze.h - the C core of vmsnapshot: parallel FIFREEZE/FITHAW in
+ * dependency waves, guarded by a watchdog thread.
+ *
+ * This header is the single source of truth for the C API: the cffi build
+ * script (vmsnapshot/_freeze_build.py) reads the part between the cdef
+ * markers as its cdef, so nothing is declared twice.
+ *
+ * The caller opens every mount fd before the first FIFREEZE (opening a path
+ * on a frozen filesystem may block); the core never opens paths itself.
+ */
+#ifndef VMSFREEZE_H
+#define VMSFREEZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+
+/* Per-mount state, written by the core. */
+enum vms_state {
+	VMS_PENDING = 0,	/* not attempted (yet) */
+	VMS_FREEZING = 1,	/* inside FIFREEZE */
+	VMS_FROZEN = 2,		/* frozen by this run */
+	VMS_THAWING = 3,	/* inside FITHAW */
+	VMS_THAWED = 4,		/* frozen by this run, then thawed */
+	VMS_FAILED = 5,		/* FIFREEZE failed: see freeze_errno */
+	VMS_SKIPPED = 6		/* never attempted: the watchdog fired first */
+};
+
+struct vms_mount {
+	int fd;			/* in: O_RDONLY|O_DIRECTORY fd on the mount */
+	int wave;		/* in: wave 0 freezes first and thaws last */
+	int state;		/* out: enum vms_state */
+	int freeze_errno;	/* out: errno of FIFREEZE, 0 on success */
+	int thaw_errno;		/* out: errno of FITHAW, 0 on success */
+	int thawed_by_watchdog;	/* out: 1 if the watchdog (or the late-freeze
+				   rule) thawed it rather than vms_thaw() */
+	int64_t freeze_ns;	/* out: time spent in FIFREEZE */
+	int64_t thaw_ns;	/* out: time spent in FITHAW */
+};
+
+struct vms_run;
+
+/*
+ * Freeze mounts[0..n) wave by wave, each wave in parallel on at most
+ * max_threads threads (<= 0: the default cap).  The watchdog's deadline is
+ * timeout_ms after the call starts; when it passes, everything this run
+ * froze is thawed, even while a worker is still blocked in FIFREEZE, and a
+ * mount whose FIFREEZE returns later is thawed at once by its worker.
+ *
+ * The run copies mounts[] and dup()s every fd (F_DUPFD_CLOEXEC), so the
+ * caller may close its fds and free the array at any time; results are
+ * read back with vms_get().
+ *
+ * Blocks until every wave has been attempted or the watchdog fired
+ * (FIFREEZE syncs first and may block for as long as that takes).  A failed
+ * mount does not stop the others: the caller reads each mount's state and
+ * decides.  Returns 0 and sets *out on success (even if mounts failed), or
+ * -1 with errno set if the run could not be set up.  notify_fd >= 0 receives
+ * a record per state change for a guardian process (issue 4);
+ * -1 for none.
+ */
+int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
+	       int max_threads, int notify_fd, struct vms_run **out);
+
+/*
+ * Thaw every mount this run froze, waves in reverse order, each wave in
+ * parallel, and stop the watchdog.  Never thaws a mount this run did not
+ * freeze; never thaws twice.  Returns 0, or the first FITHAW errno.
+ */
+int vms_thaw(struct vms_run *run);
+
+/* 1 once the watchdog's deadline has passed and it thawed. */
+int vms_watchdog_fired(struct vms_run *run);
+
+/* Nanoseconds from the start of vms_freeze to the watchdog's firing, or -1. */
+int64_t vms_watchdog_fired_after_ns(struct vms_run *run);
+
+/*
+ * Copy mount i's current record (state, errnos, timings) into *out.
+ * Returns 0, or -1 (EINVAL) if i is out of range.
+ */
+int vms_get(struct vms_run *run, size_t i, struct vms_mount *out);
+
+/*
+ * Release the run.  Workers still blocked in FIFREEZE keep their own
+ * reference and free it when they return, so this never blocks.
+ */
+void vms_free(struct vms_run *run);
+
+/* 1 when no worker thread of the run is still inside a syscall. */
+int vms_run_idle(struct vms_run *run);
+
+/* The default and hard cap on worker threads per wave. */
+#define VMS_DEFAULT_THREADS 16
+
+/* cdef-end */
+
+#endif /* VMSFREEZE_H */

@@ -1,0 +1,79 @@
+"""Shared fixtures: root/loop requirements, loop filesystems, freeze guard."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Callable, Iterator, List
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs  # noqa: E402
+
+REQUIRE = os.environ.get("VMSNAPSHOT_REQUIRE_ROOT") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """In CI (VMSNAPSHOT_REQUIRE_ROOT=1) a missing requirement is a failure."""
+    if REQUIRE:
+        pytest.fail("required but missing: " + reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def freeze_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Refuse, in every vmsnapshot process of this session, any freeze of a
+    mount outside the suite's own temporary directory."""
+    base = str(tmp_path_factory.getbasetemp())
+    old = os.environ.get("VMSNAPSHOT_FREEZE_GUARD")
+    os.environ["VMSNAPSHOT_FREEZE_GUARD"] = base
+    yield base
+    if old is None:
+        os.environ.pop("VMSNAPSHOT_FREEZE_GUARD", None)
+    else:
+        os.environ["VMSNAPSHOT_FREEZE_GUARD"] = old
+
+
+@pytest.fixture
+def root_loop() -> None:
+    """Root and loop devices, or skip (fail in CI)."""
+    if os.geteuid() != 0:
+        skip_or_fail("not root")
+    if not os.path.exists("/dev/loop-control"):
+        skip_or_fail("no loop device support (/dev/loop-control)")
+
+
+def _need_tools(fstype: str) -> None:
+    tool = {"ext4": "mkfs.ext4", "xfs": "mkfs.xfs", "btrfs": "mkfs.btrfs"}
+    if shutil.which(tool[fstype]) is None:
+        skip_or_fail("%s not installed" % tool[fstype])
+
+
+@pytest.fixture
+def loopfs_factory(root_loop: None, tmp_path) -> Iterator[Callable[..., LoopFS]]:
+    """Make real loop filesystems; all are destroyed, newest first, even on
+    failure."""
+    made: List[LoopFS] = []
+
+    def factory(fstype: str = "ext4", **kw) -> LoopFS:
+        _need_tools(fstype)
+        kw.setdefault("name", "%s%d" % (fstype, len(made)))
+        lfs = make_loopfs(str(tmp_path), fstype, **kw)
+        made.append(lfs)
+        return lfs
+
+    yield factory
+    problems = []
+    for lfs in reversed(made):
+        problems += destroy_loopfs(lfs)
+    assert not problems, problems
+
+
+@pytest.fixture(params=["ext4", "xfs", "btrfs"])
+def anyfs(request, loopfs_factory) -> LoopFS:
+    return loopfs_factory(request.param)

@@ -1,0 +1,3 @@
+from vmsnapshot.cli import main
+
+raise SystemExit(main())

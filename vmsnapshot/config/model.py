@@ -1,0 +1,41 @@
+"""Validated configuration records.
+
+Every loader (Azure JSON, Azure plugin host INI, native TOML) produces these,
+so nothing downstream knows which format a setting came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+DEFAULT_FREEZE_TIMEOUT = 60.0
+DEFAULT_SCRIPT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    pre: Optional[Tuple[str, ...]]    # argv; argv[0] is the script path
+    post: Optional[Tuple[str, ...]]
+    timeout: float = DEFAULT_SCRIPT_TIMEOUT  # per script, all attempts
+    pre_retries: int = 0              # 0 = one attempt
+    post_retries: int = 0
+    hold: bool = False                # pre stays running until post phase
+    source: str = ""                  # the file it came from, for messages
+
+
+@dataclass(frozen=True)
+class FreezeSettings:
+    enabled: bool = True
+    timeout: float = DEFAULT_FREEZE_TIMEOUT
+    include: Tuple[str, ...] = ()
+    exclude: Tuple[str, ...] = ()
+    presync: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    freeze: FreezeSettings = field(default_factory=FreezeSettings)
+    continue_on_failure: bool = True
+    plugins: Tuple[Plugin, ...] = ()
+    sources: Tuple[str, ...] = ()     # files read, in order
