@@ -1,0 +1,122 @@
+"""Command line: parse argv and dispatch to vmsnapshot.commands.*.
+
+Each command is a function taking explicit arguments and returning an exit
+status; errors are handled once, in vmsnapshot.commands.run and here.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from vmsnapshot import __version__
+
+log = logging.getLogger("vmsnapshot")
+
+EXIT_INTERNAL = 70      # EX_SOFTWARE: a bug, not a failed snapshot
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vmsnapshot",
+        description="Application-consistent snapshots: pre-scripts, "
+                    "filesystem freeze, snapshot, thaw, post-scripts.")
+    p.add_argument("--version", action="version",
+                   version="vmsnapshot " + __version__)
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log output on stderr (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def selection(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--mount", action="append", default=[],
+                        metavar="PATH",
+                        help="freeze only this mount point (repeatable)")
+        sp.add_argument("--exclude", action="append", default=[],
+                        metavar="GLOB",
+                        help="never freeze mounts matching GLOB (repeatable)")
+
+    sp = sub.add_parser("mounts", help="list mounts and what would be frozen")
+    sp.add_argument("--json", action="store_true")
+    selection(sp)
+
+    sp = sub.add_parser("check", help="validate configuration, trust and "
+                                      "scripts without running anything")
+    sp.add_argument("--config", metavar="PATH")
+
+    sp = sub.add_parser("run", help="the whole cycle")
+    sp.add_argument("--config", metavar="PATH")
+    selection(sp)
+    sp.add_argument("--freeze-timeout", type=float, metavar="SECONDS",
+                    help="watchdog deadline, counted from the freeze start")
+    sp.add_argument("--json", action="store_true",
+                    help="print the status report as JSON on stdout")
+    sp.add_argument("--status-file", metavar="PATH",
+                    help="also write the JSON report to PATH (after thaw)")
+    sp.add_argument("snapshot", nargs=argparse.REMAINDER,
+                    metavar="-- SNAPSHOT_COMMAND",
+                    help="command that takes the snapshot while frozen")
+
+    sp = sub.add_parser("thaw", help="thaw what a killed run left frozen")
+    sp.add_argument("--recover", action="store_true", required=True)
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("hook", help="qemu-guest-agent fsfreeze-hook mode")
+    sp.add_argument("action", choices=["freeze", "thaw"])
+    sp.add_argument("--config", metavar="PATH")
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("vmsnapshot: %(levelname)s: "
+                                           "%(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    # Nothing may be written while filesystems are frozen, not even .pyc.
+    sys.dont_write_bytecode = True
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # a bug: short message, traceback only in the log
+        log.debug("internal error", exc_info=True)
+        print("vmsnapshot: internal error: %s (run with -vv for the "
+              "traceback)" % (sys.exc_info()[1],), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "mounts":
+        from vmsnapshot.commands.mounts import mounts_command
+        return mounts_command(args.json, args.mount, args.exclude)
+    if args.command == "check":
+        from vmsnapshot.commands.check import check_command
+        return check_command(args.config)
+    if args.command == "run":
+        from vmsnapshot.commands.run import run_command
+        return run_command(config_path=args.config, mounts=args.mount,
+                           exclude=args.exclude,
+                           freeze_timeout=args.freeze_timeout,
+                           json_output=args.json,
+                           status_file=args.status_file,
+                           snapshot=_strip_dashdash(args.snapshot))
+    if args.command == "thaw":
+        from vmsnapshot.commands.thaw import thaw_command
+        return thaw_command(json_output=args.json)
+    if args.command == "hook":
+        from vmsnapshot.commands.hook import hook_command
+        return hook_command(args.action, args.config)
+    raise AssertionError(args.command)
+
+
+def _strip_dashdash(argv: List[str]) -> List[str]:
+    return argv[1:] if argv[:1] == ["--"] else argv

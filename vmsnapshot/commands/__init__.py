@@ -1,0 +1,2 @@
+"""One module per CLI command; each exposes one function returning an exit
+status."""

@@ -1,0 +1,139 @@
+"""The status report of one run: records, JSON (the design.md contract) and
+the human summary."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from vmsnapshot.errors import ErrorRecord
+
+LEVELS = ("application", "filesystem", "crash", "failed")
+
+
+@dataclass(frozen=True)
+class MountReport:
+    path: str
+    fstype: str
+    frozen: bool
+    freeze_ms: Optional[float] = None
+    thaw_ms: Optional[float] = None
+    error: Optional[str] = None
+    wave: Optional[int] = None
+    thawed_by_watchdog: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"path": self.path, "fstype": self.fstype,
+                "frozen": self.frozen, "freeze_ms": _ms(self.freeze_ms),
+                "thaw_ms": _ms(self.thaw_ms), "error": self.error,
+                "wave": self.wave,
+                "thawed_by_watchdog": self.thawed_by_watchdog}
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    enabled: bool = True
+    window_ms: Optional[float] = None   # first FIFREEZE to last FITHAW
+    auto_thawed: bool = False
+    timeout_s: float = 0.0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"window_ms": _ms(self.window_ms),
+                "auto_thawed": self.auto_thawed,
+                "timeout_s": self.timeout_s, "enabled": self.enabled}
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    command: Sequence[str] = ()
+    returncode: Optional[int] = None
+    duration_ms: Optional[float] = None
+    finished_while_frozen: bool = False
+    killed: bool = False                 # outlived the watchdog + grace
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"command": list(self.command), "returncode": self.returncode,
+                "duration_ms": _ms(self.duration_ms),
+                "finished_while_frozen": self.finished_while_frozen,
+                "killed": self.killed}
+
+
+@dataclass
+class Report:
+    consistency: str
+    snapshot_taken: bool
+    errors: List[ErrorRecord] = field(default_factory=list)
+    scripts: List[Any] = field(default_factory=list)   # ScriptResult
+    mounts: List[MountReport] = field(default_factory=list)
+    freeze: FreezeReport = field(default_factory=FreezeReport)
+    snapshot: SnapshotReport = field(default_factory=SnapshotReport)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "consistency": self.consistency,
+            "snapshot_taken": self.snapshot_taken,
+            "errors": [e.to_json() for e in self.errors],
+            "scripts": [s.to_json() for s in self.scripts],
+            "mounts": [m.to_json() for m in self.mounts],
+            "freeze": self.freeze.to_json(),
+            "snapshot": self.snapshot.to_json(),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=False)
+
+    def summary(self) -> str:
+        lines = ["consistency: %s" % self.consistency,
+                 "snapshot taken: %s" % ("yes" if self.snapshot_taken
+                                         else "no")]
+        for m in self.mounts:
+            state = "frozen" if m.frozen else "not frozen"
+            extra = ""
+            if m.freeze_ms is not None:
+                extra = " (freeze %.1f ms, thaw %.1f ms)" % (
+                    m.freeze_ms, m.thaw_ms or 0.0)
+            if m.error:
+                extra += " - " + m.error
+            lines.append("  %-30s %-6s %s%s" % (m.path, m.fstype, state,
+                                                 extra))
+        if self.freeze.window_ms is not None:
+            lines.append("freeze window: %.1f ms%s" % (
+                self.freeze.window_ms,
+                " (thawed by the watchdog)" if self.freeze.auto_thawed
+                else ""))
+        for s in self.scripts:
+            d = s.to_json()
+            lines.append("  %s %s: %s" % (
+                d["plugin"], d["phase"],
+                "timed out" if d["timed_out"] else
+                "exit %s after %d attempt(s)" % (d["returncode"],
+                                                d["attempts"])))
+        for e in self.errors:
+            lines.append("error: " + str(e))
+        return "\n".join(lines)
+
+
+def _ms(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)
+
+
+def write_status_file(report: Report, path: str) -> None:
+    """Atomically replace PATH (write a temp file beside it, fsync, rename)
+    so a reader never sees half a report. Called only after the thaw."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(report.dumps() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
