@@ -31,7 +31,7 @@ test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build
-	$(PY) -m vmsnapshot.demo
+	PY=$(abspath $(PY)) demo/demo.sh
 
 clean:
 	rm -rf build dist *.egg-info vmsnapshot/_freeze.c vmsnapshot/*.so \

@@ -85,6 +85,14 @@ class Catalogue(enum.Enum):
         "SnapshotCommandFailed", 126,
         "The snapshot command failed or could not be started. Run it by hand "
         "and fix what it reports.")
+    RUN_INTERRUPTED = (
+        "RunInterrupted", 128,
+        "vmsnapshot was stopped by a signal (SIGTERM/SIGINT/SIGHUP); it "
+        "thawed and ran the post-scripts. Take the snapshot again.")
+    STALE_FREEZE_STATE = (
+        "StaleFreezeState", 129,
+        "A previous run was killed while filesystems were frozen. Run "
+        "'vmsnapshot thaw --recover' to thaw what it froze, then try again.")
     ALREADY_RUNNING = (
         "AlreadyRunning", 127,
         "Another vmsnapshot run holds the lock. Wait for it to finish; if "

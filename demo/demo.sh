@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The built-in demo: two loop filesystems (ext4, xfs), a sample application
+# plugin in Azure's config format, one snapshot of both disk images taken
+# while frozen, and the report. Everything it makes lives under one temporary
+# directory and is torn down on exit, also on failure.
+set -euo pipefail
+PY=${PY:-python3}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (it makes loop devices)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/vmsnapshot-demo.XXXXXX)
+chmod 700 "$work"
+devices=()
+cleanup() {
+	for m in "$work"/mnt/*; do
+		[ -d "$m" ] || continue
+		fsfreeze -u "$m" 2>/dev/null || true
+		mountpoint -q "$m" && umount "$m"
+	done
+	for d in "${devices[@]}"; do losetup -d "$d" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/mnt/app-ext4" "$work/mnt/app-xfs" "$work/images" \
+	"$work/snapshots" "$work/plugin"
+make_fs() { # name fstype size_mb mkfs...
+	local img="$work/images/$1.img" dev
+	truncate -s "$3M" "$img"
+	dev=$(losetup --find --show "$img")
+	devices+=("$dev")
+	"${@:4}" "$dev" >/dev/null
+	mount "$dev" "$work/mnt/$1"
+	echo "demo: $2 on $dev mounted at $work/mnt/$1"
+}
+make_fs app-ext4 ext4 64 mkfs.ext4 -q -F
+make_fs app-xfs xfs 320 mkfs.xfs -q -f
+
+# The sample application: its pre-script flushes and records a marker, its
+# post-script records that the snapshot is done. Root-owned, 700.
+cat > "$work/plugin/pre-script.sh" <<SH
+#!/bin/sh
+echo "quiesced at \$(date +%T.%N) with args: \$*" > "$work/mnt/app-ext4/app-state"
+sync "$work/mnt/app-ext4/app-state"
+SH
+cat > "$work/plugin/post-script.sh" <<SH
+#!/bin/sh
+echo "resumed at \$(date +%T.%N)" >> "$work/mnt/app-ext4/app-state"
+SH
+chmod 700 "$work/plugin/pre-script.sh" "$work/plugin/post-script.sh"
+cat > "$work/plugin/VMSnapshotScriptPluginConfig.json" <<JSON
+{
+    "pluginName": "ScriptRunner",
+    "preScriptLocation": "$work/plugin/pre-script.sh",
+    "postScriptLocation": "$work/plugin/post-script.sh",
+    "preScriptParams": ["demo", ""],
+    "postScriptParams": ["", ""],
+    "preScriptNoOfRetries": 0,
+    "postScriptNoOfRetries": 0,
+    "timeoutInSeconds": 30,
+    "continueBackupOnFailure": true,
+    "fsFreezeEnabled": true
+}
+JSON
+chmod 600 "$work/plugin/VMSnapshotScriptPluginConfig.json"
+
+echo "demo: vmsnapshot check"
+(cd "$SRC" && "$PY" -m vmsnapshot check --config "$work/plugin/VMSnapshotScriptPluginConfig.json")
+
+echo "demo: vmsnapshot run (snapshot = copying both disk images while frozen)"
+set +e
+(cd "$SRC" && "$PY" -m vmsnapshot run \
+	--config "$work/plugin/VMSnapshotScriptPluginConfig.json" \
+	--mount "$work/mnt/app-ext4" --mount "$work/mnt/app-xfs" \
+	--status-file "$work/status.json" -- \
+	cp --sparse=always "$work/images/app-ext4.img" "$work/images/app-xfs.img" \
+	"$work/snapshots/")
+rc=$?
+set -e
+echo "demo: exit status $rc; status file:"
+cat "$work/status.json"
+
+echo "demo: the snapshot images are clean without journal replay:"
+e2fsck -fn "$work/snapshots/app-ext4.img" >/dev/null && echo "  ext4 image: e2fsck clean"
+xfs_repair -n -f "$work/snapshots/app-xfs.img" >/dev/null 2>&1 && echo "  xfs image: xfs_repair -n clean"
+exit $rc

@@ -1,0 +1,187 @@
+"""The whole cycle of `vmsnapshot run`, in order: lock, configuration, mount
+plan, pre-scripts, freeze, snapshot, thaw, post-scripts, report.
+
+Each phase lives in its own module; this one only orders them and applies
+the failure policy, so the sequence can be read top to bottom.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+from vmsnapshot import mountinfo, mounts, policy, runstate
+from vmsnapshot.config import load_config
+from vmsnapshot.config.model import Config, FreezeSettings
+from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
+from vmsnapshot.freezing import FreezeSession, close_targets, open_targets
+from vmsnapshot.heldlog import logs_held_in_memory
+from vmsnapshot.held import HeldHook, start_held
+from vmsnapshot.report import FreezeReport, Report, SnapshotReport
+from vmsnapshot.runlock import RunLock
+from vmsnapshot.scripts import ScriptResult, run_phase
+from vmsnapshot.signals import SignalTrap
+from vmsnapshot.snapshot import run_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    config_path: Optional[str] = None
+    mounts: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    freeze_timeout: Optional[float] = None
+    snapshot: Sequence[str] = ()
+
+
+def run_cycle(opts: RunOptions) -> Report:
+    try:
+        with RunLock():
+            stale = runstate.read_state()
+            if stale is not None:
+                raise VmsnapshotError(
+                    "the state file %s lists filesystems a killed run froze "
+                    "(%s)" % (runstate.state_path(),
+                              ", ".join(e.path for e in stale) or "unknown"),
+                    Catalogue.STALE_FREEZE_STATE)
+            with SignalTrap() as trap:
+                return _locked_cycle(opts, trap)
+    except VmsnapshotError as e:
+        return Report(policy.FAILED, False, [e.record()])
+
+
+def _load(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
+    """A broken configuration runs no script but still freezes with the
+    defaults: a filesystem-consistent snapshot beats none."""
+    try:
+        config = load_config(opts.config_path)
+        errors: List[ErrorRecord] = []
+    except VmsnapshotError as e:
+        config, errors = Config(), [e.record()]
+    settings: FreezeSettings = config.freeze
+    if opts.freeze_timeout is not None:
+        settings = replace(settings, timeout=opts.freeze_timeout)
+    if opts.exclude:
+        settings = replace(settings,
+                           exclude=tuple(settings.exclude) + tuple(opts.exclude))
+    return replace(config, freeze=settings), errors
+
+
+def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
+    config, errors = _load(opts)
+    settings = config.freeze
+    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
+                            include=settings.include,
+                            exclude=settings.exclude)
+
+    # Pre phase: held hooks first (they must be READY before the freeze),
+    # then the one-shot pre-scripts, all plugins in parallel.
+    held: List[HeldHook] = []
+    scripts: List[ScriptResult] = []
+    for plugin in config.plugins:
+        if plugin.hold and plugin.pre:
+            hook = start_held(plugin)
+            held.append(hook)
+    for hook in held:
+        scripts.append(hook.wait_ready())
+    scripts += run_phase(config.plugins, "pre")
+    pre = policy.PreOutcome(
+        scripts_configured=any(p.pre for p in config.plugins),
+        scripts_ok=all(s.error is None for s in scripts),
+        config_ok=not errors,
+        continue_on_failure=config.continue_on_failure,
+        freeze_enabled=settings.enabled)
+
+    report = Report(policy.FAILED, False,
+                    errors + [s.error for s in scripts if s.error is not None],
+                    scripts)
+    if trap.received:
+        report.errors.append(_interrupted(trap, "before the freeze"))
+    elif policy.may_proceed(pre):
+        _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
+                             report)
+
+    # Post phase, after the thaw: release held hooks, then post-scripts of
+    # every plugin whose pre-script ran (also when it failed).
+    ran = {s.plugin for s in scripts if s.attempts > 0}
+    post = [hook.release() for hook in held]
+    post += run_phase(
+        [p for p in config.plugins if p.name in ran or not p.pre], "post")
+    report.scripts += post
+    report.errors += [s.error for s in post if s.error is not None]
+    return report
+
+
+def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
+                         decisions: Sequence[mounts.MountDecision],
+                         pre: policy.PreOutcome, held: Sequence[HeldHook],
+                         trap: SignalTrap, report: Report) -> None:
+    all_frozen = True
+    held_through = True
+    session: Optional[FreezeSession] = None
+    targets = []
+    if settings.enabled:
+        targets, report.mounts, open_errors = open_targets(decisions)
+        report.errors += open_errors
+        all_frozen = not open_errors
+    try:
+        if targets:
+            session = FreezeSession(targets, settings.timeout)
+        with logs_held_in_memory():
+            if session is not None:
+                session.freeze()
+            report.snapshot = run_snapshot(opts.snapshot, session, trap)
+            hooks_held = all(h.alive() for h in held)
+            if session is not None:
+                session.thaw()
+    finally:
+        if session is not None:
+            session.close()
+        close_targets(targets)
+
+    if session is not None:
+        mount_reports, report.freeze, freeze_errors, frozen = session.report()
+        report.mounts = mount_reports + report.mounts
+        report.errors += freeze_errors
+        all_frozen = all_frozen and frozen
+        held_through = report.snapshot.finished_while_frozen or (
+            not opts.snapshot and not report.freeze.auto_thawed)
+        if report.freeze.auto_thawed:
+            report.errors.append(ErrorRecord(
+                Catalogue.FS_FREEZE_TIMEOUT,
+                "the watchdog thawed after %gs, before the snapshot "
+                "finished" % settings.timeout))
+    else:
+        report.freeze = FreezeReport(settings.enabled, None, False,
+                                     settings.timeout)
+    if not hooks_held:
+        report.errors.append(ErrorRecord(
+            Catalogue.PRE_SCRIPT_EXECUTION_FAILED,
+            "a held pre-script exited while frozen: its application lock "
+            "was lost before the snapshot finished"))
+    snap = report.snapshot
+    report.snapshot_taken = bool(opts.snapshot) and snap.returncode == 0
+    if opts.snapshot and snap.returncode != 0:
+        report.errors.append(ErrorRecord(
+            Catalogue.SNAPSHOT_COMMAND_FAILED,
+            "%s: %s" % (" ".join(opts.snapshot), _exit_text(snap))))
+    if trap.received:
+        report.errors.append(_interrupted(trap, "while frozen"))
+    report.consistency = policy.level(
+        pre, policy.FreezeOutcome(all_frozen, held_through, hooks_held))
+
+
+def _exit_text(snap: SnapshotReport) -> str:
+    if snap.killed:
+        return "killed: it outlived the watchdog's deadline"
+    if snap.returncode is None:
+        return "could not be started"
+    if snap.returncode < 0:
+        return "killed by signal %d" % -snap.returncode
+    return "exit status %d" % snap.returncode
+
+
+def _interrupted(trap: SignalTrap, when: str) -> ErrorRecord:
+    return ErrorRecord(Catalogue.RUN_INTERRUPTED,
+                       "received %s %s" % (trap.name, when))

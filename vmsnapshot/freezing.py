@@ -1,0 +1,170 @@
+"""The freeze phase: open the mounts, record the state file, freeze with the
+C core (guarded by the watchdog), thaw, and turn per-mount outcomes into
+report entries and catalogue errors.
+
+Everything that touches a filesystem (opening mount fds, the state file on
+/run) happens before the first FIFREEZE or after the last FITHAW.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from vmsnapshot import freezer, runstate
+from vmsnapshot.errors import Catalogue, ErrorRecord
+from vmsnapshot.mounts import MountDecision
+from vmsnapshot.report import FreezeReport, MountReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    decision: MountDecision
+    fd: int
+
+    @property
+    def path(self) -> str:
+        return self.decision.info.mount_point
+
+
+def _mount_id_of(fd: int) -> Optional[int]:
+    with open("/proc/self/fdinfo/%d" % fd, encoding="ascii") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    return None
+
+
+def open_targets(decisions: Sequence[MountDecision]
+                 ) -> Tuple[List[Target], List[MountReport],
+                            List[ErrorRecord]]:
+    """Open every mount to freeze. A mount unmounted since discovery would
+    open the directory underneath, on another filesystem: the fd's mount id
+    must be the one discovered, or the mount is refused."""
+    targets: List[Target] = []
+    failed: List[MountReport] = []
+    errors: List[ErrorRecord] = []
+    for d in decisions:
+        if not d.freeze:
+            continue
+        path = d.info.mount_point
+        problem = None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            problem = "%s: %s" % (path, e.strerror)
+        else:
+            if _mount_id_of(fd) != d.info.mount_id:
+                os.close(fd)
+                problem = ("%s is no longer the mount that was discovered "
+                           "(unmounted or over-mounted since)" % path)
+            else:
+                targets.append(Target(d, fd))
+        if problem:
+            failed.append(MountReport(path, d.info.fstype, False,
+                                      error=problem, wave=d.wave))
+            errors.append(ErrorRecord(Catalogue.UNABLE_TO_OPEN_MOUNT,
+                                      problem))
+    return targets, failed, errors
+
+
+def close_targets(targets: Sequence[Target]) -> None:
+    for t in targets:
+        os.close(t.fd)
+
+
+class FreezeSession:
+    """One freeze of a set of targets; freeze() then thaw() exactly once."""
+
+    def __init__(self, targets: Sequence[Target], timeout_s: float) -> None:
+        self.targets = list(targets)
+        self.timeout_s = timeout_s
+        self.run = freezer.FreezeRun(
+            [t.fd for t in self.targets],
+            [t.decision.wave or 0 for t in self.targets],
+            [t.path for t in self.targets], timeout_s)
+        self._started = 0.0
+        self._ended: Optional[float] = None
+
+    def freeze(self) -> None:
+        runstate.write_state(
+            [runstate.FrozenEntry(t.path, t.decision.info.major,
+                                  t.decision.info.minor,
+                                  t.decision.info.fstype)
+             for t in self.targets], os.getpid())
+        self._started = time.monotonic()
+        self.run.freeze()
+
+    def watchdog_fired(self) -> bool:
+        return self.run.watchdog_fired()
+
+    def deadline(self) -> float:
+        """time.monotonic() value of the watchdog's deadline."""
+        return self._started + self.timeout_s
+
+    def thaw(self) -> None:
+        try:
+            self.run.thaw()
+        finally:
+            self._ended = time.monotonic()
+        if not any(o.state == "frozen" for o in self.run.outcomes()):
+            runstate.clear_state()
+
+    def close(self) -> None:
+        self.run.close()
+
+    def report(self) -> Tuple[List[MountReport], FreezeReport,
+                              List[ErrorRecord], bool]:
+        """(mount entries, freeze entry, errors, every mount frozen)."""
+        mounts: List[MountReport] = []
+        errors: List[ErrorRecord] = []
+        all_frozen = True
+        for t, o in zip(self.targets, self.run.outcomes()):
+            error = None
+            frozen = o.state in ("frozen", "thawed")
+            if o.state == "failed":
+                error, entry = _freeze_failure(t.path, o.freeze_errno)
+                if entry is not None:
+                    errors.append(ErrorRecord(entry, error))
+                    all_frozen = False
+            elif o.state == "skipped":
+                error = "not attempted: the watchdog fired first"
+                all_frozen = False
+            elif not frozen:
+                error = "not frozen (%s)" % o.state
+                all_frozen = False
+            if o.thaw_errno:
+                msg = "%s: thaw failed: %s" % (t.path,
+                                               os.strerror(o.thaw_errno))
+                error = msg
+                errors.append(ErrorRecord(Catalogue.FS_FREEZE_FAILED, msg))
+            mounts.append(MountReport(
+                t.path, t.decision.info.fstype, frozen,
+                o.freeze_ms if frozen else None,
+                o.thaw_ms if frozen else None, error, t.decision.wave,
+                o.thawed_by_watchdog))
+        window = None
+        if self._ended is not None and self.targets:
+            window = (self._ended - self._started) * 1000.0
+        freeze = FreezeReport(True, window, self.run.watchdog_fired(),
+                              self.timeout_s)
+        return mounts, freeze, errors, all_frozen
+
+
+def _freeze_failure(path: str, err: int
+                    ) -> Tuple[str, Optional[Catalogue]]:
+    if err == errno.EBUSY:
+        # The caller froze each superblock once, so EBUSY is someone
+        # else's freeze: reported, and never thawed by us.
+        return ("%s was already frozen by another process; left frozen"
+                % path, Catalogue.FROZEN_BY_ANOTHER_PROCESS)
+    if err in (errno.EOPNOTSUPP, errno.ENOTTY):
+        return ("%s: this filesystem cannot be frozen; skipped" % path,
+                None)
+    return ("%s: FIFREEZE failed: %s" % (path, os.strerror(err)),
+            Catalogue.FS_FREEZE_FAILED)
