@@ -22,6 +22,7 @@ class Plugin:
     post_retries: int = 0
     hold: bool = False                # pre stays running until post phase
     source: str = ""                  # the file it came from, for messages
+    plugin_path: str = ""             # Azure pluginPath<i>: recorded only
 
 
 @dataclass(frozen=True)

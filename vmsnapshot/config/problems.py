@@ -1,0 +1,259 @@
+"""What the loaders share: a problem list with breadcrumbs, typed value
+checks, and reading a configuration file only after its trust check.
+
+Loaders never stop at the first problem: each one is recorded as
+``file -> key -> [index]: what was wrong; expected what`` (cfgv's validation
+contexts) so ``vmsnapshot check`` can list them all at once.
+"""
+from __future__ import annotations
+
+import datetime
+import difflib
+import math
+import os
+import pwd
+import stat
+from typing import Any, Iterable, List, Optional, Sequence, Union
+
+from vmsnapshot.errors import Catalogue, ErrorRecord
+
+Crumb = Union[str, int]
+
+# A configuration file is a few hundred bytes; refusing huge ones keeps a
+# mistaken --config /var/log/big.log from eating memory.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class Problems:
+    """The problems of one configuration file, appended to a shared list."""
+
+    def __init__(self, path: str, entry: Catalogue,
+                 records: List[ErrorRecord]) -> None:
+        self.path = path
+        self.entry = entry
+        self.records = records
+        self.count = 0
+
+    def add(self, where: Sequence[Crumb], what: str,
+            expected: Optional[str] = None) -> None:
+        crumbs = [self.path] + ["[%d]" % c if isinstance(c, int) else c
+                                for c in where]
+        message = " -> ".join(crumbs) + ": " + what
+        if expected:
+            message += "; expected " + expected
+        self.records.append(ErrorRecord(self.entry, message))
+        self.count += 1
+
+
+def describe(value: Any) -> str:
+    """The value as the user wrote it, with its kind, for 'got ...'."""
+    if isinstance(value, bool):
+        return "%s (a boolean)" % ("true" if value else "false")
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return "%r (a number)" % value
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return "%r (a string)" % shown
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table/object"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date/time"
+    return type(value).__name__
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """' (did you mean X?)' for a near miss, including a case-only one."""
+    known = list(known)
+    for k in known:
+        if k.lower() == key.lower():
+            return " (did you mean %r? keys are case-sensitive)" % k
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return " (did you mean %r?)" % close[0] if close else ""
+
+
+# Typed checks: each returns the value, or None after recording a problem.
+
+def want_bool(p: Problems, where: Sequence[Crumb], value: Any) -> Optional[bool]:
+    if isinstance(value, bool):
+        return value
+    p.add(where, "got " + describe(value), "true or false")
+    return None
+
+
+def want_seconds(p: Problems, where: Sequence[Crumb],
+                 value: Any) -> Optional[float]:
+    """A positive, finite number of seconds; bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        p.add(where, "got " + describe(value),
+              "a positive number of seconds")
+        return None
+    if not math.isfinite(value) or value <= 0:
+        p.add(where, "got %r" % value, "a positive number of seconds "
+              "(greater than 0; negative and 0 are not allowed)")
+        return None
+    return float(value)
+
+
+def want_count(p: Problems, where: Sequence[Crumb], value: Any) -> Optional[int]:
+    """A whole number >= 0 (retries)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        p.add(where, "got " + describe(value), "a whole number, 0 or more")
+        return None
+    if value < 0:
+        p.add(where, "got %d" % value,
+              "a whole number, 0 or more (0 = one attempt)")
+        return None
+    return value
+
+
+def want_str(p: Problems, where: Sequence[Crumb], value: Any,
+             expected: str = "a string") -> Optional[str]:
+    if not isinstance(value, str):
+        p.add(where, "got " + describe(value), expected)
+        return None
+    if "\0" in value:
+        p.add(where, "contains a NUL character", expected)
+        return None
+    return value
+
+
+def want_abspath(p: Problems, where: Sequence[Crumb], value: Any,
+                 what: str) -> Optional[str]:
+    """An absolute path; relative paths would depend on the cwd, which is
+    '/' for scripts but not for whoever runs check."""
+    text = want_str(p, where, value, "the absolute path of " + what)
+    if text is None:
+        return None
+    if not text.startswith("/"):
+        p.add(where, "got %s, not an absolute path" % describe(text),
+              "the absolute path of " + what + ", starting with /")
+        return None
+    return text
+
+
+def want_str_list(p: Problems, where: Sequence[Crumb], value: Any,
+                  expected: str) -> Optional[List[str]]:
+    """A list of strings; every bad item is reported with its index."""
+    if not isinstance(value, list):
+        p.add(where, "got " + describe(value), expected)
+        return None
+    before = p.count
+    items = [want_str(p, list(where) + [i], item, "a string (in quotes)")
+             for i, item in enumerate(value)]
+    if p.count != before:
+        return None
+    return [item for item in items if item is not None]
+
+
+def pick(p: Problems, table: dict, where: Sequence[Crumb], key: str,
+         check: Any, default: Any) -> Any:
+    """table[key] through ``check``; the default if absent or wrong."""
+    if key not in table:
+        return default
+    value = check(p, list(where) + [key], table[key])
+    return default if value is None else value
+
+
+def reject_unknown(p: Problems, where: Sequence[Crumb], table: dict,
+                   known: Sequence[str]) -> None:
+    """Typos in the native file must not pass silently."""
+    for key in table:
+        if key not in known:
+            p.add(list(where) + [key], "unknown key" + suggest(key, known),
+                  "one of " + ", ".join(known))
+
+
+def _owner(uid: int) -> str:
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
+
+
+def trust_problems(st: os.stat_result, path: str) -> List[str]:
+    """Why a configuration file may not be trusted, with the fix.
+
+    The config names programs that run as root, so whoever can write it can
+    run anything as root: owner root, no group/other write.  Execute bits
+    are refused too: a config is not a program, and +x usually means a
+    careless chmod 777 / 755.
+    """
+    found = []
+    if st.st_uid != 0:
+        found.append("owned by %s, not root; fix: chown root:root %s"
+                     % (_owner(st.st_uid), path))
+    mode = stat.S_IMODE(st.st_mode)
+    bad = []
+    if mode & 0o022:
+        bad.append("group/others may write it")
+    if mode & 0o111:
+        bad.append("it has execute bits")
+    if bad:
+        found.append("mode %04o: %s; fix: chmod 600 %s"
+                     % (mode, " and ".join(bad), path))
+    return found
+
+
+def read_config_file(p: Problems) -> Optional[str]:
+    """The file's text, read from the very fd whose owner and mode were
+    checked (no check-then-open race).  None if it cannot be read at all;
+    trust problems are recorded but the text is still returned so check can
+    report the content's problems too."""
+    path = p.path
+    try:
+        # O_NONBLOCK: a FIFO given as --config must not hang check.
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        p.add((), "no such file",
+              "an existing file (a dangling symlink counts as missing)"
+              if os.path.islink(path) else "an existing file")
+        return None
+    except OSError as e:
+        p.add((), "cannot open: %s" % (e.strerror or e), "a readable file")
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
+                "not a regular file"
+            p.add((), "is %s" % kind, "a regular file")
+            return None
+        real = os.path.realpath(path)
+        shown = path if real == path else "%s (symlink to %s)" % (path, real)
+        for what in trust_problems(st, real):
+            p.add((), "not trusted: %s is %s" % (shown, what),
+                  "owner root and mode 600")
+        if st.st_size > MAX_CONFIG_BYTES:
+            p.add((), "is %d bytes" % st.st_size,
+                  "a configuration file of at most %d bytes"
+                  % MAX_CONFIG_BYTES)
+            return None
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        p.add((), "cannot read: %s" % (e.strerror or e), "a readable file")
+        return None
+    finally:
+        os.close(fd)
+    try:
+        # utf-8-sig: editors on Windows add a BOM; Azure's reader tolerated it.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        p.add((), "byte %d is not UTF-8 text" % e.start, "a UTF-8 text file")
+        return None
+
+
+def under_root(path: str, root: str) -> str:
+    """An absolute configuration path as seen from ``root`` (tests, images)."""
+    if root in ("", "/"):
+        return path
+    return os.path.join(root, path.lstrip("/"))
