@@ -39,6 +39,17 @@ def freeze_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ["VMSNAPSHOT_FREEZE_GUARD"] = old
 
 
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path_factory: pytest.TempPathFactory,
+            monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test gets its own lock and state directory (the real one is
+    /run/vmsnapshot), so parallel test sessions never see each other's
+    locks."""
+    path = str(tmp_path_factory.mktemp("run"))
+    monkeypatch.setenv("VMSNAPSHOT_RUN_DIR", path)
+    return path
+
+
 @pytest.fixture
 def root_loop() -> None:
     """Root and loop devices, or skip (fail in CI)."""

@@ -1,0 +1,255 @@
+"""`vmsnapshot run` end to end on real loop filesystems (freeze-only runs:
+no configuration)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers.cli import run_json, run_vmsnapshot
+from tests.helpers.loopfs import is_frozen, run
+
+
+
+@pytest.fixture
+def no_config(tmp_path):
+    """An empty native config file (root, 600): freeze only."""
+    path = tmp_path / "vmsnapshot.toml"
+    path.write_text("")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def probe_script(tmp_path, mounts):
+    """A snapshot command that records, for each mount, whether it is
+    frozen right now (fsfreeze -f answers EBUSY on a frozen filesystem)."""
+    out = tmp_path / "probe.json"
+    code = (
+        "import json, subprocess, sys\n"
+        "res = {}\n"
+        "for m in sys.argv[2:]:\n"
+        "    p = subprocess.run(['fsfreeze', '-f', m], capture_output=True,"
+        " text=True)\n"
+        "    if p.returncode == 0:\n"
+        "        subprocess.run(['fsfreeze', '-u', m])\n"
+        "    res[m] = p.returncode != 0 and 'busy' in p.stderr.lower()\n"
+        "json.dump(res, open(sys.argv[1], 'w'))\n")
+    return [sys.executable, "-c", code, str(out)] + [str(m) for m in mounts], out
+
+
+def test_two_mounts_frozen_during_command_and_thawed_after(
+        loopfs_factory, tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    b = loopfs_factory("xfs")
+    cmd, out = probe_script(tmp_path, [a, b])
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--mount", str(b), "--json", "--", *cmd)
+    assert report["_returncode"] == 0, report
+    assert json.loads(out.read_text()) == {str(a): True, str(b): True}
+    assert report["consistency"] == "filesystem"
+    assert report["snapshot_taken"] is True
+    assert report["errors"] == []
+    by_path = {m["path"]: m for m in report["mounts"]}
+    assert set(by_path) == {str(a), str(b)}
+    for m in by_path.values():
+        assert m["frozen"] is True and m["error"] is None
+        assert m["freeze_ms"] > 0 and m["thaw_ms"] > 0
+    assert report["snapshot"]["finished_while_frozen"] is True
+    assert report["freeze"]["auto_thawed"] is False
+    assert not is_frozen(str(a)) and not is_frozen(str(b))
+
+
+def test_watchdog_thaws_during_long_snapshot(loopfs_factory, tmp_path,
+                                             no_config):
+    a = loopfs_factory("ext4")
+    times = tmp_path / "times"
+    # The writer starts inside the freeze and must resume at the watchdog's
+    # deadline (1 s), not when the 4 s command ends.
+    cmd = ["sh", "-c",
+           'date +%%s.%%N > %s; echo data > %s/file; date +%%s.%%N >> %s; '
+           'sleep 4' % (times, a, times)]
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--freeze-timeout", "1", "--json", "--", *cmd)
+    t0, t1 = (float(x) for x in times.read_text().split())
+    assert 0.3 < t1 - t0 < 2.5, t1 - t0
+    assert report["consistency"] == "crash"
+    assert report["_returncode"] == 1
+    assert [e["name"] for e in report["errors"]] == ["FsFreezeTimeout"]
+    assert report["errors"][0]["code"] == 122
+    assert report["freeze"]["auto_thawed"] is True
+    assert report["snapshot"]["finished_while_frozen"] is False
+    assert (a.mountpoint + "/file") and open(a.mountpoint + "/file").read() == "data\n"
+
+
+def test_foreign_freeze_is_reported_and_left_frozen(loopfs_factory,
+                                                    no_config):
+    a = loopfs_factory("ext4")
+    b = loopfs_factory("btrfs")
+    run("fsfreeze", "-f", str(a))
+    try:
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--mount", str(b), "--json", "--", "true")
+        assert is_frozen(str(a)), "vmsnapshot thawed a foreign freeze"
+    finally:
+        run("fsfreeze", "-u", str(a), check=False)
+    names = [e["name"] for e in report["errors"]]
+    assert names == ["FrozenByAnotherProcess"]
+    assert report["errors"][0]["code"] == 125
+    by_path = {m["path"]: m for m in report["mounts"]}
+    assert by_path[str(a)]["frozen"] is False
+    assert by_path[str(b)]["frozen"] is True
+    assert report["consistency"] == "crash"
+
+
+def test_bind_mount_of_same_superblock_frozen_once(loopfs_factory,
+                                                   tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    run("mount", "--bind", str(a), str(bind))
+    try:
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--mount", str(bind), "--json", "--", "true")
+    finally:
+        run("umount", str(bind))
+    assert report["_returncode"] == 0, report
+    frozen = [m for m in report["mounts"] if m["frozen"]]
+    assert len(frozen) == 1
+    assert report["errors"] == []
+
+
+def test_no_snapshot_command_freezes_and_thaws_at_once(loopfs_factory,
+                                                       no_config):
+    a = loopfs_factory("xfs")
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json")
+    assert report["_returncode"] == 0
+    assert report["snapshot_taken"] is False
+    assert report["mounts"][0]["frozen"] is True
+    assert not is_frozen(str(a))
+
+
+def test_failing_snapshot_command(loopfs_factory, no_config):
+    a = loopfs_factory("ext4")
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json", "--", "sh", "-c", "exit 7")
+    assert report["_returncode"] == 1
+    assert [e["name"] for e in report["errors"]] == ["SnapshotCommandFailed"]
+    assert "exit status 7" in report["errors"][0]["message"]
+    assert report["snapshot"]["returncode"] == 7
+    assert report["snapshot_taken"] is False
+    assert not is_frozen(str(a))
+
+
+def test_missing_snapshot_command(loopfs_factory, no_config):
+    a = loopfs_factory("ext4")
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json", "--", "/nonexistent/snapshot-tool")
+    assert [e["name"] for e in report["errors"]] == ["SnapshotCommandFailed"]
+    assert report["_returncode"] == 1
+    assert not is_frozen(str(a))
+
+
+def test_mount_that_is_not_a_mount_point(tmp_path, no_config, root_loop):
+    report = run_json("run", "--config", no_config, "--mount",
+                      str(tmp_path), "--json", "--", "true")
+    assert report["consistency"] == "failed"
+    assert [e["name"] for e in report["errors"]] == ["UnableToOpenMount"]
+    assert report["_returncode"] == 3
+
+
+def test_status_file_written_after_thaw(loopfs_factory, tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    status = tmp_path / "status.json"
+    res = run_vmsnapshot("run", "--config", no_config, "--mount", str(a),
+                         "--status-file", str(status), "--", "true")
+    assert res.returncode == 0, res.stderr
+    assert "consistency: filesystem" in res.stdout
+    assert json.loads(status.read_text())["consistency"] == "filesystem"
+
+
+def test_unwritable_status_file_still_reports_and_thaws(loopfs_factory,
+                                                        no_config):
+    a = loopfs_factory("ext4")
+    res = run_vmsnapshot("run", "--config", no_config, "--mount", str(a),
+                         "--json", "--status-file", "/proc/version/status",
+                         "--", "true")
+    assert json.loads(res.stdout)["consistency"] == "filesystem"
+    assert res.returncode != 0
+    assert "status file" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not is_frozen(str(a))
+
+
+def test_second_run_fails_fast_with_already_running(loopfs_factory, run_dir,
+                                                    no_config):
+    a = loopfs_factory("ext4")
+    with open(os.path.join(run_dir, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.monotonic()
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--json", "--", "true")
+    assert time.monotonic() - start < 10
+    assert [e["name"] for e in report["errors"]] == ["AlreadyRunning"]
+    assert report["consistency"] == "failed"
+    assert report["mounts"] == []
+
+
+def test_azure_lock_is_honoured(loopfs_factory, tmp_path, no_config,
+                                monkeypatch):
+    a = loopfs_factory("ext4")
+    azure = tmp_path / "SafeFreezeLockFile"
+    azure.write_text("")
+    monkeypatch.setenv("VMSNAPSHOT_AZURE_LOCK", str(azure))
+    with open(azure) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--json", "--", "true")
+    assert [e["name"] for e in report["errors"]] == ["AlreadyRunning"]
+    assert "Azure" in report["errors"][0]["message"]
+
+
+def test_stale_state_file_refuses_run_until_recovered(loopfs_factory,
+                                                      run_dir, no_config):
+    a = loopfs_factory("ext4")
+    st = os.stat(a.device)
+    state = {"pid": 1, "mounts": [{"path": str(a),
+                                   "major": os.major(st.st_rdev),
+                                   "minor": os.minor(st.st_rdev),
+                                   "fstype": "ext4"}]}
+    with open(os.path.join(run_dir, "state.json"), "w") as f:
+        json.dump(state, f)
+    # Both the supervisor and its guardian died with A frozen.
+    run("fsfreeze", "-f", str(a))
+    try:
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--json", "--", "true")
+        assert [e["name"] for e in report["errors"]] == ["StaleFreezeState"]
+        assert "thaw --recover" in report["errors"][0]["action"]
+        res = run_vmsnapshot("thaw", "--recover", "--json")
+        assert res.returncode == 0, res.stderr
+        recovered = json.loads(res.stdout)["recovered"]
+        assert [r["action"] for r in recovered] == ["thawed"]
+        assert not is_frozen(str(a))
+    finally:
+        run("fsfreeze", "-u", str(a), check=False)
+    assert not os.path.exists(os.path.join(run_dir, "state.json"))
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json", "--", "true")
+    assert report["_returncode"] == 0
+
+
+def test_thaw_recover_without_state_is_a_no_op(root_loop):
+    res = run_vmsnapshot("thaw", "--recover")
+    assert res.returncode == 0
+    assert "nothing to recover" in res.stdout
+
+
+def test_version():
+    res = run_vmsnapshot("--version")
+    assert res.returncode == 0 and res.stdout.startswith("vmsnapshot ")
