@@ -107,6 +107,14 @@ class FreezeSession:
         """time.monotonic() value of the watchdog's deadline."""
         return self._started + self.timeout_s
 
+    def fired_at(self) -> Optional[float]:
+        """time.monotonic() value at which the watchdog thawed, or None."""
+        after = self.run.fired_after_s()
+        return None if after is None else self._started + after
+
+    def paths(self) -> List[str]:
+        return [t.path for t in self.targets]
+
     def thaw(self) -> None:
         try:
             self.run.thaw()

@@ -52,12 +52,13 @@ class SnapshotReport:
     duration_ms: Optional[float] = None
     finished_while_frozen: bool = False
     killed: bool = False                 # outlived the watchdog + grace
+    output: Sequence[str] = ()           # last lines of its output
 
     def to_json(self) -> Dict[str, Any]:
         return {"command": list(self.command), "returncode": self.returncode,
                 "duration_ms": _ms(self.duration_ms),
                 "finished_while_frozen": self.finished_while_frozen,
-                "killed": self.killed}
+                "killed": self.killed, "output": list(self.output)}
 
 
 @dataclass
