@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin
 from vmsnapshot.config.problems import (
-    Problems, pick, read_config_file, suggest, want_abspath, want_bool, want_count,
-    want_seconds, want_str, want_str_list)
+    Problems, pick, read_config_file, suggest, want_abspath, want_bool,
+    want_count, want_seconds, want_str, want_str_list)
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
 log = logging.getLogger(__name__)
@@ -93,18 +93,17 @@ def parse(text: str, p: Problems) -> Optional[Dict[str, Any]]:
 def _script(p: Problems, data: Dict[str, Any], phase: str
             ) -> Optional[Tuple[str, ...]]:
     """argv of one phase: the location, then its non-empty params."""
+    params = want_str_list(p, (phase + "ScriptParams",),
+                           data.get(phase + "ScriptParams", []),
+                           "a list of strings, like [\"--fast\", \"db1\"]")
     key = phase + "ScriptLocation"
     if key not in data:
         p.add((key,), "missing key",
               "the absolute path of the %s-script, or \"\" for none" % phase)
         return None
-    location = data[key]
-    if location == "":
+    if data[key] == "":
         return None
-    path = want_abspath(p, (key,), location, "the %s-script" % phase)
-    params = want_str_list(p, (phase + "ScriptParams",),
-                           data.get(phase + "ScriptParams", []),
-                           "a list of strings, like [\"--fast\", \"db1\"]")
+    path = want_abspath(p, (key,), data[key], "the %s-script" % phase)
     if path is None:
         return None
     # The template ships ["", ""]: empty strings mean "no parameter".
@@ -130,27 +129,25 @@ def read(p: Problems) -> Optional[ScriptPluginFile]:
         or DEFAULT_PLUGIN_NAME
     pre = _script(p, data, "pre")
     post = _script(p, data, "post")
+    # Validated even when both locations are empty (the unedited template):
+    # the user fills the locations next and should hear of the rest now.
+    timeout, pre_retries, post_retries = (
+        pick(p, data, (), key, check, default) for key, check, default in (
+            ("timeoutInSeconds", want_seconds, AZURE_SCRIPT_TIMEOUT),
+            ("preScriptNoOfRetries", want_count, 0),
+            ("postScriptNoOfRetries", want_count, 0)))
     plugin = None
     if pre is not None or post is not None:
-        plugin = Plugin(
-            name=name, pre=pre, post=post,
-            timeout=pick(p, data, (), "timeoutInSeconds", want_seconds,
-                         AZURE_SCRIPT_TIMEOUT),
-            pre_retries=pick(p, data, (), "preScriptNoOfRetries", want_count, 0),
-            post_retries=pick(p, data, (), "postScriptNoOfRetries", want_count,
-                              0),
-            source=p.path)
+        plugin = Plugin(name=name, pre=pre, post=post, timeout=timeout,
+                        pre_retries=pre_retries, post_retries=post_retries,
+                        source=p.path)
     else:
-        # Still validate the rest: the user will fill the locations next.
-        for key, check in (("timeoutInSeconds", want_seconds),
-                           ("preScriptNoOfRetries", want_count),
-                           ("postScriptNoOfRetries", want_count)):
-            pick(p, data, (), key, check, None)
         log.info("%s: no preScriptLocation or postScriptLocation set; "
                  "no script to run", p.path)
     return ScriptPluginFile(
         plugin=plugin,
-        fs_freeze_enabled=pick(p, data, (), "fsFreezeEnabled", want_bool, True),
+        fs_freeze_enabled=pick(p, data, (), "fsFreezeEnabled", want_bool,
+                               True),
         continue_on_failure=pick(p, data, (), "continueBackupOnFailure",
                                  want_bool, True))
 

@@ -17,6 +17,7 @@ case-insensitive, as with Azure's ConfigParser.
 """
 from __future__ import annotations
 
+import ast
 import configparser
 import logging
 import math
@@ -59,7 +60,11 @@ def _parse(text: str, p: Problems) -> Optional[Dict[str, str]]:
         return None
     except configparser.ParsingError as e:
         for lineno, line in e.errors:
-            p.add(("line %d" % lineno,), "cannot parse %r" % line.strip(),
+            try:    # ConfigParser keeps repr(line)
+                line = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                pass
+            p.add(("line %d" % lineno,), "cannot parse %r" % str(line).strip(),
                   "'key: value' or 'key = value'")
         return None
     except configparser.Error as e:

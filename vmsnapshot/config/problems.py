@@ -77,7 +77,8 @@ def suggest(key: str, known: Iterable[str]) -> str:
 
 # Typed checks: each returns the value, or None after recording a problem.
 
-def want_bool(p: Problems, where: Sequence[Crumb], value: Any) -> Optional[bool]:
+def want_bool(p: Problems, where: Sequence[Crumb], value: Any
+              ) -> Optional[bool]:
     if isinstance(value, bool):
         return value
     p.add(where, "got " + describe(value), "true or false")
@@ -98,7 +99,8 @@ def want_seconds(p: Problems, where: Sequence[Crumb],
     return float(value)
 
 
-def want_count(p: Problems, where: Sequence[Crumb], value: Any) -> Optional[int]:
+def want_count(p: Problems, where: Sequence[Crumb], value: Any
+               ) -> Optional[int]:
     """A whole number >= 0 (retries)."""
     if isinstance(value, bool) or not isinstance(value, int):
         p.add(where, "got " + describe(value), "a whole number, 0 or more")

@@ -1,0 +1,231 @@
+"""Azure script plugin JSON: the template's fields, strict types, trust."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.helpers.configfiles import (
+    NOBODY, TEMPLATE_JSON, azure_json, write_file, write_script)
+from vmsnapshot.config import (
+    Config, FreezeSettings, load_config, validate_config)
+from vmsnapshot.config.search import InvalidConfig
+from vmsnapshot.errors import Catalogue, ConfigError
+
+E305 = Catalogue.INCORRECT_JSON_CONFIG_FILE
+
+
+def one_problem(path: str) -> str:
+    config, records = validate_config(path)
+    assert len(records) == 1, records
+    assert records[0].entry is E305
+    return records[0].message
+
+
+def test_template_is_byte_for_byte_azures():
+    with open(TEMPLATE_JSON, "rb") as f:
+        data = f.read()
+    assert data.startswith(b'{\n    "pluginName" : "ScriptRunner",\n')
+    assert b'"ScriptsExecutionPollTimeSeconds" : 3\n}\n' in data
+    assert len(data) == 373
+
+
+def test_unedited_template_is_valid_and_runs_nothing(tmp_path):
+    path = str(tmp_path / "VMSnapshotScriptPluginConfig.json")
+    shutil.copy(TEMPLATE_JSON, path)
+    os.chmod(path, 0o600)
+    config = load_config(path)
+    assert config == Config(freeze=FreezeSettings(enabled=True),
+                            continue_on_failure=True, plugins=(),
+                            sources=(path,))
+
+
+def test_every_field_is_used(tmp_path):
+    pre = write_script(str(tmp_path / "s" / "pre.sh"))
+    post = write_script(str(tmp_path / "s" / "post.sh"))
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        pluginName="mysql", preScriptLocation=pre, postScriptLocation=post,
+        preScriptParams=["", "a b", "it's \"quoted\"", ""],
+        postScriptParams=["--post"], preScriptNoOfRetries=2,
+        postScriptNoOfRetries=1, timeoutInSeconds=45,
+        continueBackupOnFailure=False, fsFreezeEnabled=False,
+        appName="ignored"))
+    config = load_config(path)
+    assert config.freeze == FreezeSettings(enabled=False)
+    assert config.continue_on_failure is False
+    (plugin,) = config.plugins
+    assert plugin.name == "mysql"
+    assert plugin.pre == (pre, "a b", "it's \"quoted\"")
+    assert plugin.post == (post, "--post")
+    assert (plugin.pre_retries, plugin.post_retries) == (2, 1)
+    assert plugin.timeout == 45.0 and isinstance(plugin.timeout, float)
+    assert plugin.source == path and not plugin.hold
+
+
+def test_defaults_when_optional_keys_are_absent(tmp_path):
+    path = write_file(str(tmp_path / "c.json"),
+                      '{"preScriptLocation": "/x/pre", '
+                      '"postScriptLocation": ""}')
+    config = load_config(path)
+    (plugin,) = config.plugins
+    assert plugin.name == "ScriptRunner"
+    assert plugin.pre == ("/x/pre",) and plugin.post is None
+    assert plugin.timeout == 30.0          # Azure's documented default
+    assert (plugin.pre_retries, plugin.post_retries) == (0, 0)
+    assert config.freeze.enabled and config.continue_on_failure
+
+
+def test_only_a_post_script(tmp_path):
+    path = write_file(str(tmp_path / "c.json"),
+                      azure_json(postScriptLocation="/x/post"))
+    (plugin,) = load_config(path).plugins
+    assert plugin.pre is None and plugin.post == ("/x/post",)
+
+
+@pytest.mark.parametrize("text, crumb, expected", [
+    ('{"preScriptLocation": "", ', "not valid JSON", "line 1"),
+    ('{"preScriptLocation": "",}', "not valid JSON", "commas"),
+    ("", "the file is empty", "JSON object"),
+    ("  \n", "the file is empty", "JSON object"),
+    ('["pre", "post"]', "top level is not an object", "{...}"),
+    ('{"postScriptLocation": ""}', "-> preScriptLocation: missing key",
+     "absolute path of the pre-script"),
+    ('{"preScriptLocation": ""}', "-> postScriptLocation: missing key",
+     "absolute path of the post-script"),
+    (azure_json(preScriptLocation="pre.sh"), "-> preScriptLocation: got",
+     "not an absolute path"),
+    (azure_json(preScriptLocation=7), "-> preScriptLocation: got 7",
+     "absolute path"),
+    (azure_json(preScriptLocation="/x\u0000y"), "NUL", "absolute path"),
+    (azure_json(timeoutInSeconds=True), "-> timeoutInSeconds: got true "
+     "(a boolean)", "positive number"),
+    (azure_json(timeoutInSeconds="30"), "-> timeoutInSeconds: got '30' "
+     "(a string)", "positive number"),
+    (azure_json(timeoutInSeconds=-5), "-> timeoutInSeconds: got -5",
+     "negative and 0 are not allowed"),
+    (azure_json(timeoutInSeconds=0), "-> timeoutInSeconds: got 0",
+     "greater than 0"),
+    (azure_json(preScriptNoOfRetries=-1), "-> preScriptNoOfRetries: got -1",
+     "0 = one attempt"),
+    (azure_json(postScriptNoOfRetries=1.5), "-> postScriptNoOfRetries: got "
+     "1.5 (a number)", "whole number"),
+    (azure_json(postScriptNoOfRetries=False), "-> postScriptNoOfRetries: "
+     "got false", "whole number"),
+    (azure_json(preScriptParams="a,b"), "-> preScriptParams: got 'a,b'",
+     "list of strings"),
+    (azure_json(postScriptParams=["ok", 3]), "-> postScriptParams -> [1]: "
+     "got 3 (a number)", "a string"),
+    (azure_json(postScriptParams=["ok", None]), "-> postScriptParams -> "
+     "[1]: got null", "a string"),
+    (azure_json(fsFreezeEnabled="false"), "-> fsFreezeEnabled: got 'false'",
+     "true or false"),
+    (azure_json(continueBackupOnFailure=1), "-> continueBackupOnFailure: "
+     "got 1 (a number)", "true or false"),
+    (azure_json(pluginName=["x"]), "-> pluginName: got a list", "a string"),
+    ('{"preScriptLocation": "", "preScriptLocation": "/a", '
+     '"postScriptLocation": ""}', "-> preScriptLocation: key given twice",
+     "each key once"),
+    ('{"preScriptLocation": "", "postScriptLocation": "", '
+     '"timeoutInSeconds": NaN}', "NaN is not valid JSON", "JSON"),
+    (azure_json(PreScriptLocation="/a"), "-> PreScriptLocation: unknown key "
+     "(did you mean 'preScriptLocation'? keys are case-sensitive)",
+     "spelling"),
+])
+def test_incorrect_json_config_file(tmp_path, text, crumb, expected):
+    path = write_file(str(tmp_path / "c.json"), text)
+    message = one_problem(path)
+    assert message.startswith(path), message
+    assert crumb in message and expected in message, message
+
+
+def test_unknown_keys_are_accepted(tmp_path):
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        appName="postgres", ScriptsExecutionPollTimeSeconds=9,
+        someFutureKey={"nested": [1, 2]}))
+    assert validate_config(path)[1] == []
+
+
+def test_not_utf8(tmp_path):
+    path = write_file(str(tmp_path / "c.json"), b'{"a": "\xff"}')
+    assert "byte 7 is not UTF-8 text" in one_problem(path)
+
+
+def test_bom_is_tolerated(tmp_path):
+    path = write_file(str(tmp_path / "c.json"),
+                      b"\xef\xbb\xbf" + azure_json().encode())
+    assert validate_config(path)[1] == []
+
+
+def test_every_problem_is_listed(tmp_path):
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        preScriptLocation="rel", timeoutInSeconds=-1,
+        postScriptParams=[1, 2], fsFreezeEnabled="yes"))
+    config, records = validate_config(path)
+    messages = [r.message for r in records]
+    assert len(messages) == 5, messages
+    assert any("[0]" in m for m in messages)
+    assert any("[1]" in m for m in messages)
+    with pytest.raises(InvalidConfig) as info:
+        load_config(path)
+    assert isinstance(info.value, ConfigError)
+    assert info.value.entry is E305
+    assert info.value.message == messages[0] + \
+        " (and 4 more problems: run 'vmsnapshot check')"
+    assert [r.message for r in info.value.records] == messages
+
+
+# Trust: the file names programs run as root.
+
+@pytest.mark.parametrize("mode, ok", [
+    (0o600, True), (0o400, True), (0o644, True), (0o640, True),
+    (0o664, False), (0o646, False), (0o700, False), (0o610, False),
+    (0o666, False), (0o777, False)])
+def test_config_file_mode(tmp_path, mode, ok):
+    path = write_file(str(tmp_path / "c.json"), azure_json(), mode=mode)
+    config, records = validate_config(path)
+    if ok:
+        assert records == []
+        return
+    (record,) = records
+    assert record.entry is E305
+    assert "mode %04o" % mode in record.message
+    assert "fix: chmod 600 %s" % path in record.message
+
+
+def test_config_file_owner(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    path = write_file(str(tmp_path / "c.json"), azure_json(), uid=NOBODY)
+    message = one_problem(path)
+    assert "owned by uid 65534" in message and "not root" in message
+    assert "fix: chown root:root %s" % path in message
+
+
+def test_symlink_target_is_checked(tmp_path):
+    target = write_file(str(tmp_path / "real.json"), azure_json(), 0o666)
+    link = str(tmp_path / "c.json")
+    os.symlink(target, link)
+    message = one_problem(link)
+    assert "(symlink to %s)" % target in message
+    assert "chmod 600 %s" % target in message
+
+
+@pytest.mark.parametrize("kind", ["missing", "dangling", "directory", "fifo"])
+def test_unusable_file(tmp_path, kind):
+    path = str(tmp_path / "c.json")
+    if kind == "dangling":
+        os.symlink(str(tmp_path / "gone"), path)
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "fifo":
+        os.mkfifo(path, 0o600)
+    message = one_problem(path)
+    assert {"missing": "no such file", "dangling": "dangling symlink",
+            "directory": "is a directory",
+            "fifo": "not a regular file"}[kind] in message
+
+
+def test_huge_file_is_refused(tmp_path):
+    path = write_file(str(tmp_path / "c.json"), " " * (2 << 20))
+    assert "expected a configuration file of at most" in one_problem(path)
