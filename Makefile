@@ -33,6 +33,14 @@ test: build
 demo: build
 	PY=$(abspath $(PY)) demo/demo.sh
 
+# Reproduces the table and plot in bench/README.md (root, < 10 min);
+# bench-quick is the < 1 min smoke run CI's test suite also makes.
+bench: build
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: build
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
 clean:
 	rm -rf build dist *.egg-info vmsnapshot/_freeze.c vmsnapshot/*.so \
 		.pytest_cache .hypothesis

@@ -1,0 +1,94 @@
+"""The supervisor's own cost: a whole `vmsnapshot run --mount M` process
+(no scripts) against `fsfreeze -f M && fsfreeze -u M`, wall time."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from bench.report import stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Freeze only: a config of our own, so no script configured on the machine
+# ever runs from the bench.
+CONFIG = "[freeze]\nenabled = true\ntimeout = 60\n"
+
+
+def _config_dir() -> str:
+    """The trust rules refuse a config under a directory others can write
+    (/tmp), so it goes in a fresh root-only directory under /run."""
+    return tempfile.mkdtemp(prefix="vmsnapshot-bench-", dir="/run")
+
+
+def _timed(argv: List[str]) -> Tuple[float, subprocess.CompletedProcess]:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    t0 = time.monotonic()
+    res = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=120)
+    return (time.monotonic() - t0) * 1000.0, res
+
+
+def measure(mount: str, runs: int) -> Dict[str, Any]:
+    cfgdir = _config_dir()
+    try:
+        cfg = os.path.join(cfgdir, "vmsnapshot.toml")
+        fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(CONFIG)
+        vms = [sys.executable, "-m", "vmsnapshot", "run", "--config", cfg,
+               "--mount", mount, "--json"]
+        pair = ["sh", "-c", 'fsfreeze -f "$1" && fsfreeze -u "$1"', "sh",
+                mount]
+        vms_ms: List[float] = []
+        pair_ms: List[float] = []
+        windows: List[float] = []
+        errors: List[str] = []
+        for _ in range(runs):
+            ms, res = _timed(vms)
+            window = _window(res.stdout)
+            if res.returncode == 0 and window is not None:
+                vms_ms.append(ms)
+                windows.append(window)
+            else:
+                errors.append("vmsnapshot run rc=%d: %s" % (
+                    res.returncode, (res.stderr or res.stdout).strip()[-400:]))
+            ms, res = _timed(pair)
+            if res.returncode == 0:
+                pair_ms.append(ms)
+            else:
+                errors.append("fsfreeze rc=%d: %s"
+                              % (res.returncode, res.stderr.strip()))
+    finally:
+        shutil.rmtree(cfgdir, ignore_errors=True)
+    out: Dict[str, Any] = {
+        "mount": mount, "runs": runs,
+        "vmsnapshot_run_ms": stats(vms_ms), "fsfreeze_pair_ms": stats(pair_ms),
+        "vmsnapshot_window_ms": stats(windows), "errors": errors[:5]}
+    if vms_ms and pair_ms:
+        out["overhead_ms"] = round(out["vmsnapshot_run_ms"]["median"]
+                                   - out["fsfreeze_pair_ms"]["median"], 1)
+    return out
+
+
+def _window(stdout: str) -> Optional[float]:
+    try:
+        return float(json.loads(stdout)["freeze"]["window_ms"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def text(o: Dict[str, Any]) -> str:
+    def med(key: str) -> str:
+        return "%.1f" % o[key]["median"] if o.get(key) else "failed"
+    lines = ["supervisor overhead on one mount, %d runs (wall ms, median): "
+             "vmsnapshot run %s, fsfreeze -f && -u %s, difference %s; "
+             "freeze window inside run %s"
+             % (o["runs"], med("vmsnapshot_run_ms"), med("fsfreeze_pair_ms"),
+                o.get("overhead_ms", "-"), med("vmsnapshot_window_ms"))]
+    lines += ["  " + e for e in o["errors"]]
+    return "\n".join(lines)
