@@ -51,23 +51,33 @@ struct vms_run;
  *
  * The run copies mounts[] and dup()s every fd (F_DUPFD_CLOEXEC), so the
  * caller may close its fds and free the array at any time; results are
- * read back with vms_get().
+ * read back with vms_get().  A bad fd or one that is not a directory fails
+ * that mount (EBADF / ENOTDIR) without a FIFREEZE.
  *
  * Blocks until every wave has been attempted or the watchdog fired
- * (FIFREEZE syncs first and may block for as long as that takes).  A failed
- * mount does not stop the others: the caller reads each mount's state and
+ * (FIFREEZE syncs first and may block for as long as that takes); it never
+ * waits for a worker stuck in FIFREEZE past the deadline.  A failed mount
+ * does not stop the others: the caller reads each mount's state and
  * decides.  Returns 0 and sets *out on success (even if mounts failed), or
- * -1 with errno set if the run could not be set up.  notify_fd >= 0 receives
- * a record per state change for a guardian process (issue 4);
- * -1 for none.
+ * -1 with errno set if the run could not be set up (EINVAL: bad arguments,
+ * timeout_ms <= 0; ENOMEM; EAGAIN: no watchdog thread), in which case
+ * nothing was frozen.
+ *
+ * notify_fd >= 0 is the supervisor's end of a guardian socket (see
+ * vms_guardian_spawn): the run sends a record before each FIFREEZE, after
+ * each outcome and after each thaw, and thaws everything at once if the
+ * guardian goes away.  -1 for none.
  */
 int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 	       int max_threads, int notify_fd, struct vms_run **out);
 
 /*
  * Thaw every mount this run froze, waves in reverse order, each wave in
- * parallel, and stop the watchdog.  Never thaws a mount this run did not
- * freeze; never thaws twice.  Returns 0, or the first FITHAW errno.
+ * parallel, and stop the watchdog (waiting for it if it is thawing).  Never
+ * thaws a mount this run did not freeze; never thaws twice.  A worker still
+ * blocked in FIFREEZE thaws its mount itself when the call returns.
+ * Blocks in FITHAW (normally short).  Returns 0, or the first FITHAW errno
+ * of the run (in mount order).
  */
 int vms_thaw(struct vms_run *run);
 
@@ -78,19 +88,42 @@ int vms_watchdog_fired(struct vms_run *run);
 int64_t vms_watchdog_fired_after_ns(struct vms_run *run);
 
 /*
- * Copy mount i's current record (state, errnos, timings) into *out.
+ * 1 if the guardian went away (socket closed or a record could not be
+ * sent) before vms_thaw(): the watchdog then fired at once.
+ */
+int vms_guardian_lost(struct vms_run *run);
+
+/*
+ * Copy mount i's current record (state, errnos, timings) into *out; out->fd
+ * is the caller's original fd number.
  * Returns 0, or -1 (EINVAL) if i is out of range.
  */
 int vms_get(struct vms_run *run, size_t i, struct vms_mount *out);
 
 /*
  * Release the run.  Workers still blocked in FIFREEZE keep their own
- * reference and free it when they return, so this never blocks.
+ * reference and free it when they return, so this never blocks.  If
+ * vms_thaw() was not called, the watchdog is told to fire now and thaws
+ * in the background.
  */
 void vms_free(struct vms_run *run);
 
 /* 1 when no worker thread of the run is still inside a syscall. */
 int vms_run_idle(struct vms_run *run);
+
+/*
+ * One FITHAW on fd, outside any run (for `thaw --recover`).  Blocks in
+ * FITHAW.  Returns 0 or the errno (EINVAL: it was not frozen).
+ */
+int vms_thaw_fd(int fd);
+
+/*
+ * syncfs() every fd in parallel on at most max_threads threads (<= 0: the
+ * default cap); errnos[i] gets 0 or the errno of fds[i].  Blocks for as
+ * long as the slowest sync takes (there is no deadline: nothing is frozen
+ * yet).  Returns the number of failed fds, or -1 with errno (EINVAL).
+ */
+int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
 
 /* The default and hard cap on worker threads per wave. */
 #define VMS_DEFAULT_THREADS 16

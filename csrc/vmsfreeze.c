@@ -1,0 +1,875 @@
+/*
+ * vmsfreeze.c - parallel FIFREEZE/FITHAW in dependency waves, guarded by a
+ * watchdog thread whose deadline counts from the start of the freeze.
+ *
+ * Threads of a run:
+ *  - the caller of vms_freeze(), which starts one batch per wave and waits
+ *    for it (or for the watchdog);
+ *  - batch workers (detached), at most max_threads per wave, each taking
+ *    the next mount of its wave until none is left;
+ *  - the watchdog (joined by vms_thaw), which at the deadline thaws what
+ *    this run froze, highest wave first;
+ *  - with a guardian, a monitor (detached) that fires the watchdog at once
+ *    when the guardian's socket closes.
+ *
+ * Every per-mount state change happens under run->lock, and a mount moves
+ * FROZEN -> THAWING exactly once, by whoever claims it: that is what makes
+ * "never thaw twice" hold.  No ioctl is made with the lock held.  Every
+ * thread that may outlive a call holds a reference on the run, so a worker
+ * stuck in FIFREEZE never uses freed memory or a reused fd number.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "vmsfreeze.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Why a cap on threads: FIFREEZE's cost is the sync of dirty data to block
+ * devices that parallel syncs share, so a few dozen threads buy nothing
+ * over sixteen, while a host with hundreds of mounts would otherwise start
+ * hundreds of threads (stacks, kernel tasks) at the most delicate moment.
+ */
+#define WORKER_STACK	(256 * 1024)
+#define MONITOR_POLL_MS	50
+#define NS_PER_SEC	1000000000LL
+
+/* Records sent to the guardian (see vms_guardian_spawn). */
+#define NOTE_MAGIC	0x564d5346u	/* "VMSF" */
+enum note_kind {
+	NOTE_START = 1,		/* freeze begins; arg = timeout_ms */
+	NOTE_INTENT = 2,	/* about to FIFREEZE mount index */
+	NOTE_FROZEN = 3,	/* FIFREEZE of index succeeded */
+	NOTE_NOT_OURS = 4,	/* FIFREEZE failed: never thaw index */
+	NOTE_RELEASED = 5,	/* index was thawed (FITHAW attempted) */
+	NOTE_END = 6		/* clean end: exit without thawing */
+};
+
+struct note {
+	uint32_t magic;
+	uint32_t kind;
+	uint32_t index;
+	int32_t arg;
+};
+
+enum batch_op { OP_FREEZE, OP_THAW };
+
+struct vms_run;
+
+/* One wave's work for a set of threads; see run_batch(). */
+struct batch {
+	struct vms_run *run;
+	int op;			/* enum batch_op */
+	int wave;
+	int by_watchdog;	/* OP_THAW: mark what it thaws */
+	int active;		/* threads still working on it */
+};
+
+struct vms_run {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	/* mount states, batch ends, abort */
+	pthread_cond_t wd_cond;	/* wakes the watchdog (CLOCK_MONOTONIC) */
+	int refs;
+	size_t n;
+	struct vms_mount *m;	/* private copy; m[i].fd is our dup or -1 */
+	int *user_fd;		/* the caller's fd numbers, for vms_get */
+	int *waves;		/* distinct waves, ascending */
+	size_t nwaves;
+	int max_threads;
+	int notify_fd;
+	int64_t start_ns;
+	int64_t deadline_ns;
+	int64_t fired_after_ns;
+	int fired;		/* the watchdog fired (and thaws/thawed) */
+	int fire_now;		/* fire before the deadline */
+	int abort;		/* no new FIFREEZE; late freezes thaw at once */
+	int stop;		/* vms_thaw: the watchdog exits without firing */
+	int freed;		/* vms_free was called */
+	int guardian_lost;
+	int wd_started;
+	int wd_claimed;		/* somebody joins or detached the watchdog */
+	pthread_t wd;
+	struct batch fb;	/* the freeze batch; may be abandoned */
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	/* CLOCK_MONOTONIC cannot fail with a valid pointer. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+static struct timespec ns_to_ts(int64_t ns)
+{
+	struct timespec ts;
+
+	ts.tv_sec = ns / NS_PER_SEC;
+	ts.tv_nsec = ns % NS_PER_SEC;
+	return ts;
+}
+
+/*
+ * Start fn(arg) as a thread with every signal blocked, so that signals keep
+ * going to the caller's threads (Python handles them in its main thread).
+ * Returns 0 or the pthread error.
+ */
+static int spawn(pthread_t *tid, int detached, void *(*fn)(void *),
+		 void *arg)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t dummy;
+	int err;
+
+	err = pthread_attr_init(&attr);
+	if (err)
+		return err;
+	/* A smaller stack is only an optimisation: ignore a refusal. */
+	(void)pthread_attr_setstacksize(&attr, WORKER_STACK);
+	if (detached)
+		(void)pthread_attr_setdetachstate(&attr,
+						  PTHREAD_CREATE_DETACHED);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(tid ? tid : &dummy, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return err;
+}
+
+static void run_destroy(struct vms_run *run)
+{
+	size_t i;
+
+	for (i = 0; i < run->n; i++)
+		if (run->m[i].fd >= 0)
+			close(run->m[i].fd);
+	pthread_cond_destroy(&run->wd_cond);
+	pthread_cond_destroy(&run->cond);
+	pthread_mutex_destroy(&run->lock);
+	free(run->waves);
+	free(run->user_fd);
+	free(run->m);
+	free(run);
+}
+
+/* Drop a reference taken with the lock held; the last one frees. */
+static void run_put_locked(struct vms_run *run)
+{
+	int last = --run->refs == 0;
+
+	pthread_mutex_unlock(&run->lock);
+	if (last)
+		run_destroy(run);
+}
+
+static void run_put(struct vms_run *run)
+{
+	pthread_mutex_lock(&run->lock);
+	run_put_locked(run);
+}
+
+/* Mark every mount not attempted yet as skipped.  Lock held. */
+static void skip_pending_locked(struct vms_run *run)
+{
+	size_t i;
+
+	for (i = 0; i < run->n; i++)
+		if (run->m[i].state == VMS_PENDING)
+			run->m[i].state = VMS_SKIPPED;
+}
+
+/*
+ * The guardian is gone or unreachable: nothing may stay frozen without it,
+ * so fire the watchdog now.  Lock held.
+ */
+static void guardian_lost_locked(struct vms_run *run)
+{
+	if (run->guardian_lost)
+		return;
+	run->guardian_lost = 1;
+	if (!run->stop) {
+		run->fire_now = 1;
+		run->abort = 1;
+		pthread_cond_signal(&run->wd_cond);
+		pthread_cond_broadcast(&run->cond);
+	}
+}
+
+/*
+ * Send one record to the guardian.  Never blocks (MSG_DONTWAIT: the
+ * guardian reads at once and a record is 16 bytes, so a full buffer means
+ * it is stuck) and never raises SIGPIPE.  On failure the guardian counts
+ * as lost.  Returns 0, or -1 with errno.
+ */
+static int note(struct vms_run *run, int kind, size_t i, int32_t arg)
+{
+	struct note rec;
+	ssize_t r;
+	int err;
+
+	if (run->notify_fd < 0)
+		return 0;
+	rec.magic = NOTE_MAGIC;
+	rec.kind = (uint32_t)kind;
+	rec.index = (uint32_t)i;
+	rec.arg = arg;
+	do
+		r = send(run->notify_fd, &rec, sizeof(rec),
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r == (ssize_t)sizeof(rec))
+		return 0;
+	/* A short send would desynchronise the stream: same as a failure. */
+	err = r < 0 ? errno : EIO;
+	pthread_mutex_lock(&run->lock);
+	guardian_lost_locked(run);
+	pthread_mutex_unlock(&run->lock);
+	errno = err;
+	return -1;
+}
+
+/*
+ * ioctl(fd, req, 0), retried on EINTR.  Returns 0 or the errno; *ns gets the
+ * time spent.  Blocks for as long as the ioctl does.
+ */
+static int timed_ioctl(int fd, unsigned long req, int64_t *ns)
+{
+	int64_t t0 = now_ns();
+	int r;
+
+	do
+		r = ioctl(fd, req, 0);
+	while (r < 0 && errno == EINTR);
+	r = r < 0 ? errno : 0;
+	*ns = now_ns() - t0;
+	return r;
+}
+
+/*
+ * FITHAW mount i, which the caller claimed (state THAWING).  Blocks in
+ * FITHAW, which normally takes microseconds.
+ */
+static void thaw_one(struct vms_run *run, size_t i, int by_watchdog)
+{
+	struct vms_mount *m = &run->m[i];
+	int64_t ns;
+	int err;
+
+	err = timed_ioctl(m->fd, FITHAW, &ns);
+	/*
+	 * EINVAL: it was no longer frozen (someone ran fsfreeze -u behind
+	 * our back); the freeze ended all the same.  Any other errno is
+	 * reported as is.  Either way the mount counts as thawed: retrying
+	 * could thaw a freeze that is not ours.
+	 */
+	pthread_mutex_lock(&run->lock);
+	m->thaw_ns = ns;
+	m->thaw_errno = err;
+	m->state = VMS_THAWED;
+	m->thawed_by_watchdog = by_watchdog;
+	pthread_cond_broadcast(&run->cond);
+	pthread_mutex_unlock(&run->lock);
+	note(run, NOTE_RELEASED, i, err);
+}
+
+/*
+ * FIFREEZE mount i, which the caller claimed (state FREEZING).  Blocks in
+ * FIFREEZE for as long as the sync of its dirty data takes, possibly for
+ * ever (a loop image on a frozen filesystem): that is what the watchdog is
+ * for.  If the run was aborted meanwhile, thaws at once.
+ */
+static void freeze_one(struct vms_run *run, size_t i)
+{
+	struct vms_mount *m = &run->m[i];
+	int64_t ns = 0;
+	int err, late = 0;
+
+	/* The guardian must know before the ioctl, or it could miss it. */
+	if (note(run, NOTE_INTENT, i, 0) < 0)
+		err = errno;
+	else
+		err = timed_ioctl(m->fd, FIFREEZE, &ns);
+
+	pthread_mutex_lock(&run->lock);
+	m->freeze_ns = ns;
+	switch (err) {
+	case 0:
+		/* Late freeze: the watchdog fired (or vms_thaw ran) while we
+		 * were blocked, so nobody else will thaw it: now. */
+		late = run->abort;
+		m->state = late ? VMS_THAWING : VMS_FROZEN;
+		break;
+	case EBUSY:
+		/* Already frozen.  The caller dedupes superblocks, so this is
+		 * someone else's freeze: report it, never thaw it. */
+	case EOPNOTSUPP:
+		/* The filesystem has no freeze support: it cannot be frozen
+		 * (the caller reports it as skipped). */
+	case EPERM:
+		/* FIFREEZE needs CAP_SYS_ADMIN. */
+	default:
+		/* EINVAL (superblock going away), EIO, a failed guardian
+		 * record (EPIPE, ...): not frozen, so nothing to thaw. */
+		m->state = VMS_FAILED;
+		m->freeze_errno = err;
+		break;
+	}
+	pthread_cond_broadcast(&run->cond);
+	pthread_mutex_unlock(&run->lock);
+	note(run, err ? NOTE_NOT_OURS : NOTE_FROZEN, i, err);
+	if (late)
+		thaw_one(run, i, 1);
+}
+
+/*
+ * Claim the next mount of b's wave for b's operation and return its index,
+ * or run->n if none is left.  Lock held.
+ */
+static size_t claim_locked(struct vms_run *run, struct batch *b)
+{
+	int from = b->op == OP_FREEZE ? VMS_PENDING : VMS_FROZEN;
+	size_t i;
+
+	if (b->op == OP_FREEZE && run->abort)
+		return run->n;
+	for (i = 0; i < run->n; i++) {
+		if (run->m[i].wave != b->wave || run->m[i].state != from)
+			continue;
+		run->m[i].state = b->op == OP_FREEZE ? VMS_FREEZING
+						     : VMS_THAWING;
+		return i;
+	}
+	return run->n;
+}
+
+static size_t count_locked(struct vms_run *run, int wave, int state)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < run->n; i++)
+		if (run->m[i].wave == wave && run->m[i].state == state)
+			k++;
+	return k;
+}
+
+/* Work on b until nothing is left to claim. */
+static void batch_drain(struct batch *b)
+{
+	struct vms_run *run = b->run;
+	size_t i;
+
+	for (;;) {
+		pthread_mutex_lock(&run->lock);
+		i = claim_locked(run, b);
+		pthread_mutex_unlock(&run->lock);
+		if (i == run->n)
+			return;
+		if (b->op == OP_FREEZE)
+			freeze_one(run, i);
+		else
+			thaw_one(run, i, b->by_watchdog);
+	}
+}
+
+static void *batch_worker(void *arg)
+{
+	struct batch *b = arg;
+	struct vms_run *run = b->run;
+
+	batch_drain(b);
+	/* After this section b may be gone (a thaw batch lives on its
+	 * waiter's stack): touch only run, which our reference keeps. */
+	pthread_mutex_lock(&run->lock);
+	b->active--;
+	pthread_cond_broadcast(&run->cond);
+	run_put_locked(run);
+	return NULL;
+}
+
+/*
+ * Run one wave's batch on up to max_threads threads and wait for it.  A
+ * freeze batch is abandoned when the run aborts (its workers may be stuck
+ * in FIFREEZE); a thaw batch is always waited for.  Without any thread, a
+ * thaw runs in the calling thread and a freeze fails its mounts.
+ */
+static void run_batch(struct vms_run *run, struct batch *b)
+{
+	int from = b->op == OP_FREEZE ? VMS_PENDING : VMS_FROZEN;
+	int want, started = 0, err = 0;
+	size_t i, k;
+
+	pthread_mutex_lock(&run->lock);
+	k = count_locked(run, b->wave, from);
+	want = k < (size_t)run->max_threads ? (int)k : run->max_threads;
+	b->active = want;
+	run->refs += want;
+	pthread_mutex_unlock(&run->lock);
+	for (; started < want; started++) {
+		err = spawn(NULL, 1, batch_worker, b);
+		if (err)
+			break;
+	}
+	if (started < want) {
+		pthread_mutex_lock(&run->lock);
+		b->active -= want - started;
+		run->refs -= want - started;
+		pthread_mutex_unlock(&run->lock);
+	}
+	if (started == 0 && k > 0) {
+		if (b->op == OP_THAW) {
+			batch_drain(b);
+		} else {
+			/* Freezing inline could block past the deadline. */
+			pthread_mutex_lock(&run->lock);
+			for (i = 0; i < run->n; i++) {
+				if (run->m[i].wave == b->wave &&
+				    run->m[i].state == VMS_PENDING) {
+					run->m[i].state = VMS_FAILED;
+					run->m[i].freeze_errno = err;
+				}
+			}
+			pthread_mutex_unlock(&run->lock);
+		}
+	}
+	pthread_mutex_lock(&run->lock);
+	while (b->active > 0 && !(b->op == OP_FREEZE && run->abort))
+		pthread_cond_wait(&run->cond, &run->lock);
+	pthread_mutex_unlock(&run->lock);
+}
+
+/* Thaw every mount still FROZEN, highest wave first. */
+static void thaw_all(struct vms_run *run, int by_watchdog)
+{
+	struct batch b;
+	size_t w;
+
+	for (w = run->nwaves; w-- > 0;) {
+		memset(&b, 0, sizeof(b));
+		b.run = run;
+		b.op = OP_THAW;
+		b.wave = run->waves[w];
+		b.by_watchdog = by_watchdog;
+		run_batch(run, &b);
+	}
+}
+
+/*
+ * The watchdog: sleeps until the deadline (CLOCK_MONOTONIC, counted from
+ * the start of vms_freeze), an early fire (guardian lost, vms_free) or
+ * vms_thaw's stop.  When it fires it aborts the freeze and thaws what this
+ * run froze; workers still in FIFREEZE thaw their own mount on return.
+ * Blocks only in FITHAW.
+ */
+static void *watchdog_main(void *arg)
+{
+	struct vms_run *run = arg;
+	struct timespec ts = ns_to_ts(run->deadline_ns);
+	int64_t t;
+
+	pthread_mutex_lock(&run->lock);
+	while (!run->stop && !run->fire_now && now_ns() < run->deadline_ns)
+		pthread_cond_timedwait(&run->wd_cond, &run->lock, &ts);
+	if (run->stop) {
+		run_put_locked(run);
+		return NULL;
+	}
+	t = now_ns();
+	run->fired = 1;
+	run->abort = 1;
+	run->fired_after_ns = t - run->start_ns;
+	skip_pending_locked(run);
+	pthread_cond_broadcast(&run->cond);
+	pthread_mutex_unlock(&run->lock);
+
+	thaw_all(run, 1);
+	run_put(run);
+	return NULL;
+}
+
+/*
+ * With a guardian: poll its socket and fire the watchdog at once when it
+ * closes (the guardian died).  Exits when the run is thawed or freed.
+ */
+static void *monitor_main(void *arg)
+{
+	struct vms_run *run = arg;
+	struct pollfd pfd;
+	int r, done;
+
+	for (;;) {
+		pthread_mutex_lock(&run->lock);
+		done = run->stop || run->freed || run->guardian_lost;
+		pthread_mutex_unlock(&run->lock);
+		if (done)
+			break;
+		pfd.fd = run->notify_fd;
+		pfd.events = POLLIN | POLLRDHUP;
+		pfd.revents = 0;
+		r = poll(&pfd, 1, MONITOR_POLL_MS);
+		if (r < 0 && errno == EINTR)
+			continue;
+		/* The guardian never writes: any event (or a poll error) means
+		 * the socket is gone. */
+		if (r != 0) {
+			pthread_mutex_lock(&run->lock);
+			guardian_lost_locked(run);
+			pthread_mutex_unlock(&run->lock);
+			break;
+		}
+	}
+	run_put(run);
+	return NULL;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Allocate a run: copy mounts[], dup every fd (a bad fd or a non-directory
+ * fails that mount only), list the distinct waves.  Returns NULL with errno
+ * (ENOMEM, or a pthread init error).
+ */
+static struct vms_run *run_new(const struct vms_mount *mounts, size_t n,
+			       int max_threads, int notify_fd)
+{
+	pthread_condattr_t ca;
+	struct vms_run *run;
+	struct stat st;
+	size_t i, j;
+	int err;
+
+	run = calloc(1, sizeof(*run));
+	if (!run)
+		return NULL;
+	err = ENOMEM;
+	run->m = calloc(n ? n : 1, sizeof(*run->m));
+	run->user_fd = calloc(n ? n : 1, sizeof(*run->user_fd));
+	run->waves = calloc(n ? n : 1, sizeof(*run->waves));
+	if (!run->m || !run->user_fd || !run->waves)
+		goto fail;
+	err = pthread_condattr_init(&ca);
+	if (err)
+		goto fail;
+	err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!err)
+		err = pthread_mutex_init(&run->lock, NULL);
+	if (!err && (err = pthread_cond_init(&run->cond, &ca)))
+		pthread_mutex_destroy(&run->lock);
+	if (!err && (err = pthread_cond_init(&run->wd_cond, &ca))) {
+		pthread_cond_destroy(&run->cond);
+		pthread_mutex_destroy(&run->lock);
+	}
+	pthread_condattr_destroy(&ca);
+	if (err)
+		goto fail;
+	run->refs = 1;
+	run->n = n;
+	run->notify_fd = notify_fd;
+	run->fired_after_ns = -1;
+	run->max_threads = max_threads <= 0 || max_threads > VMS_DEFAULT_THREADS
+			   ? VMS_DEFAULT_THREADS : max_threads;
+	for (i = 0; i < n; i++) {
+		struct vms_mount *m = &run->m[i];
+
+		m->wave = mounts[i].wave;
+		m->state = VMS_PENDING;
+		run->user_fd[i] = mounts[i].fd;
+		run->waves[i] = mounts[i].wave;
+		/* Our own fd number: the caller's may be closed and reused
+		 * while a worker is still stuck in FIFREEZE. */
+		m->fd = fcntl(mounts[i].fd, F_DUPFD_CLOEXEC, 0);
+		if (m->fd < 0) {
+			m->state = VMS_FAILED;
+			m->freeze_errno = errno;
+		} else if (fstat(m->fd, &st) < 0) {
+			m->state = VMS_FAILED;
+			m->freeze_errno = errno;
+		} else if (!S_ISDIR(st.st_mode)) {
+			/* The contract is a directory fd on the mount point;
+			 * anything else is a caller bug, not a mount. */
+			m->state = VMS_FAILED;
+			m->freeze_errno = ENOTDIR;
+		}
+	}
+	qsort(run->waves, n, sizeof(*run->waves), cmp_int);
+	for (i = 0, j = 0; i < n; i++)
+		if (j == 0 || run->waves[j - 1] != run->waves[i])
+			run->waves[j++] = run->waves[i];
+	run->nwaves = j;
+	run->fb.run = run;
+	run->fb.op = OP_FREEZE;
+	return run;
+
+fail:
+	free(run->waves);
+	free(run->user_fd);
+	free(run->m);
+	free(run);
+	errno = err;
+	return NULL;
+}
+
+int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
+	       int max_threads, int notify_fd, struct vms_run **out)
+{
+	int64_t start = now_ns();
+	struct vms_run *run;
+	size_t w;
+	int err;
+
+	if (!out || (n && !mounts) || timeout_ms <= 0 || n > UINT32_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	*out = NULL;
+	run = run_new(mounts, n, max_threads, notify_fd);
+	if (!run)
+		return -1;
+	run->start_ns = start;
+	/* Clamp so that the deadline cannot overflow. */
+	if (timeout_ms > (INT64_MAX / 4) / 1000000)
+		timeout_ms = (INT64_MAX / 4) / 1000000;
+	run->deadline_ns = start + timeout_ms * 1000000;
+
+	run->refs++;
+	err = spawn(&run->wd, 0, watchdog_main, run);
+	if (err) {
+		run->refs -= 2;
+		run_destroy(run);
+		errno = err;
+		return -1;
+	}
+	run->wd_started = 1;
+	if (notify_fd >= 0) {
+		run->refs++;
+		err = spawn(NULL, 1, monitor_main, run);
+		if (err) {
+			/* Without a monitor a dead guardian goes unnoticed:
+			 * do not freeze at all. */
+			pthread_mutex_lock(&run->lock);
+			run->refs--;
+			guardian_lost_locked(run);
+			pthread_mutex_unlock(&run->lock);
+		}
+	}
+	note(run, NOTE_START, 0,
+	     timeout_ms > INT32_MAX ? INT32_MAX : (int32_t)timeout_ms);
+
+	for (w = 0; w < run->nwaves; w++) {
+		pthread_mutex_lock(&run->lock);
+		err = run->abort;
+		pthread_mutex_unlock(&run->lock);
+		if (err)
+			break;
+		run->fb.wave = run->waves[w];
+		run_batch(run, &run->fb);
+	}
+	pthread_mutex_lock(&run->lock);
+	if (run->abort)
+		skip_pending_locked(run);
+	pthread_mutex_unlock(&run->lock);
+	*out = run;
+	return 0;
+}
+
+int vms_thaw(struct vms_run *run)
+{
+	int join, err = 0;
+	size_t i;
+
+	if (!run)
+		return EINVAL;
+	pthread_mutex_lock(&run->lock);
+	run->stop = 1;
+	run->abort = 1;
+	skip_pending_locked(run);
+	pthread_cond_signal(&run->wd_cond);
+	pthread_cond_broadcast(&run->cond);
+	join = run->wd_started && !run->wd_claimed;
+	run->wd_claimed = 1;
+	pthread_mutex_unlock(&run->lock);
+	/* If the watchdog already fired, this waits for its thaws, so that
+	 * the reverse wave order holds across both. */
+	if (join)
+		pthread_join(run->wd, NULL);
+
+	thaw_all(run, 0);
+
+	pthread_mutex_lock(&run->lock);
+	for (i = 0; i < run->n && !err; i++)
+		err = run->m[i].thaw_errno;
+	pthread_mutex_unlock(&run->lock);
+	return err;
+}
+
+/* Read one flag of the run under its lock. */
+static int read_flag(struct vms_run *run, const int *flag)
+{
+	int r;
+
+	pthread_mutex_lock(&run->lock);
+	r = *flag;
+	pthread_mutex_unlock(&run->lock);
+	return r;
+}
+
+int vms_watchdog_fired(struct vms_run *run)
+{
+	return read_flag(run, &run->fired);
+}
+
+int64_t vms_watchdog_fired_after_ns(struct vms_run *run)
+{
+	int64_t r;
+
+	pthread_mutex_lock(&run->lock);
+	r = run->fired ? run->fired_after_ns : -1;
+	pthread_mutex_unlock(&run->lock);
+	return r;
+}
+
+int vms_guardian_lost(struct vms_run *run)
+{
+	return read_flag(run, &run->guardian_lost);
+}
+
+int vms_get(struct vms_run *run, size_t i, struct vms_mount *out)
+{
+	if (!run || !out || i >= run->n) {
+		errno = EINVAL;
+		return -1;
+	}
+	pthread_mutex_lock(&run->lock);
+	*out = run->m[i];
+	out->fd = run->user_fd[i];
+	pthread_mutex_unlock(&run->lock);
+	return 0;
+}
+
+void vms_free(struct vms_run *run)
+{
+	int detach;
+
+	if (!run)
+		return;
+	pthread_mutex_lock(&run->lock);
+	run->freed = 1;
+	detach = run->wd_started && !run->wd_claimed;
+	run->wd_claimed = 1;
+	if (detach) {
+		/* Freed without vms_thaw: thaw in the background now rather
+		 * than leave the freeze to the deadline. */
+		run->fire_now = 1;
+		pthread_cond_signal(&run->wd_cond);
+	}
+	pthread_mutex_unlock(&run->lock);
+	if (detach)
+		pthread_detach(run->wd);
+	run_put(run);
+}
+
+int vms_run_idle(struct vms_run *run)
+{
+	size_t i;
+	int idle = 1;
+
+	pthread_mutex_lock(&run->lock);
+	for (i = 0; i < run->n; i++)
+		if (run->m[i].state == VMS_FREEZING ||
+		    run->m[i].state == VMS_THAWING)
+			idle = 0;
+	pthread_mutex_unlock(&run->lock);
+	return idle;
+}
+
+int vms_thaw_fd(int fd)
+{
+	int64_t ns;
+
+	return timed_ioctl(fd, FITHAW, &ns);
+}
+
+struct presync {
+	pthread_mutex_t lock;
+	const int *fds;
+	int *errnos;
+	size_t n;
+	size_t next;
+};
+
+/* Take fds from the job until none is left; syncfs() blocks. */
+static void *presync_worker(void *arg)
+{
+	struct presync *job = arg;
+	size_t i;
+	int r;
+
+	for (;;) {
+		pthread_mutex_lock(&job->lock);
+		i = job->next < job->n ? job->next++ : job->n;
+		pthread_mutex_unlock(&job->lock);
+		if (i == job->n)
+			return NULL;
+		do
+			r = syncfs(job->fds[i]);
+		while (r < 0 && errno == EINTR);
+		job->errnos[i] = r < 0 ? errno : 0;
+	}
+}
+
+int vms_presync(const int *fds, size_t n, int max_threads, int *errnos)
+{
+	pthread_t tids[VMS_DEFAULT_THREADS];
+	struct presync job;
+	int want, started = 0, failed = 0;
+	size_t i;
+
+	if ((n && (!fds || !errnos))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (max_threads <= 0 || max_threads > VMS_DEFAULT_THREADS)
+		max_threads = VMS_DEFAULT_THREADS;
+	want = n < (size_t)max_threads ? (int)n : max_threads;
+	job.fds = fds;
+	job.errnos = errnos;
+	job.n = n;
+	job.next = 0;
+	if (pthread_mutex_init(&job.lock, NULL)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	while (started < want && !spawn(&tids[started], 0, presync_worker,
+					&job))
+		started++;
+	/* No thread at all: sync here, nothing is frozen yet. */
+	if (started == 0)
+		presync_worker(&job);
+	while (started > 0)
+		pthread_join(tids[--started], NULL);
+	pthread_mutex_destroy(&job.lock);
+	for (i = 0; i < n; i++)
+		failed += errnos[i] != 0;
+	return failed;
+}
