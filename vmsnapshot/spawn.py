@@ -1,0 +1,376 @@
+"""The one helper that starts programs: scripts, held hooks, the snapshot
+command.
+
+Every child gets its own session, so its process group holds everything it
+forks. Output (stdout+stderr) is drained by a thread into a bounded buffer, so
+a child printing megabytes neither blocks nor grows our memory. Ending a
+child always escalates SIGTERM -> grace -> SIGKILL on the whole group, and
+nothing returns before the child was reaped.
+
+The group is signalled only while the leader is unreaped (exit is detected
+with waitid(WNOWAIT) or a pidfd, and reaping comes last): a zombie leader pins
+its pid, so the process group id cannot have been reused by another process.
+After the leader exits, whatever is left of its group is killed: a script's
+background children do not outlive it (nor hold its stdout open forever).
+
+This module runs while filesystems are frozen (the snapshot command, held
+hooks): it imports everything up front and touches no disk.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+OUTPUT_LIMIT = 64 * 1024
+TAIL_LINES = 20
+DRAIN_DELAY = 0.2       # s to wait for output after the leader exited
+_POLL_STEP = 0.01       # s between exit checks without a pidfd
+_READ_SIZE = 65536
+
+SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _root_home() -> str:
+    try:
+        return pwd.getpwuid(0).pw_dir or "/root"
+    except KeyError:
+        return "/root"
+
+
+ROOT_HOME = _root_home()
+
+
+def clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The minimal environment scripts get (nothing leaks from the caller)."""
+    env = {"PATH": SCRIPT_PATH, "LANG": "C.UTF-8", "HOME": ROOT_HOME}
+    env.update(extra or {})
+    return env
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "SIG%d" % signum
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    argv: Tuple[str, ...]
+    returncode: int                # negative: killed by that signal
+    signal: Optional[str]          # e.g. "SIGKILL" when returncode < 0
+    timed_out: bool
+    duration_ms: float
+    output_tail: Tuple[str, ...]   # last lines of stdout+stderr
+    bytes_dropped: int             # output beyond the buffer, discarded
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            status = "killed by signal %s" % self.signal
+        else:
+            status = "exit status %d" % self.returncode
+        if self.timed_out:
+            return "timed out after %.1f s (%s)" % (self.duration_ms / 1000,
+                                                    status)
+        return status
+
+
+class _Drain(threading.Thread):
+    """Reads the child's output pipes until EOF or stop(); keeps the last
+    ``limit`` bytes. Optionally reports a given line on one pipe (READY)."""
+
+    def __init__(self, fds: Sequence[int], limit: int,
+                 watch_fd: Optional[int] = None, watch_line: bytes = b""):
+        super().__init__(name="vmsnapshot-drain", daemon=True)
+        self.fds = list(fds)
+        self.limit = limit
+        self.buf = bytearray()
+        self.dropped = 0
+        self.watch_fd = watch_fd
+        self.watch_line = watch_line
+        self.partial = b""
+        self.line_seen = threading.Event()
+        self.changed = threading.Condition()
+        self.wake_r, self.wake_w = os.pipe()   # CLOEXEC; wakes poll() on stop
+        for fd in self.fds + [self.wake_r]:
+            os.set_blocking(fd, False)
+
+    def run(self) -> None:
+        poller = select.poll()
+        for fd in self.fds + [self.wake_r]:
+            poller.register(fd, select.POLLIN)
+        try:
+            while self.fds:
+                events = poller.poll()
+                if any(fd == self.wake_r for fd, _ in events):
+                    break
+                for fd, _ in events:
+                    self._read(fd, poller)
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []
+            with self.changed:
+                self.changed.notify_all()
+
+    def _read(self, fd: int, poller: "select.poll") -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            poller.unregister(fd)
+            self.fds.remove(fd)
+            os.close(fd)
+            return
+        if fd == self.watch_fd and not self.line_seen.is_set():
+            self._watch(data)
+        self.buf += data
+        over = len(self.buf) - self.limit
+        if over > 0:
+            del self.buf[:over]
+            self.dropped += over
+
+    def _watch(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()[-256:]
+        if any(line.strip() == self.watch_line for line in lines):
+            with self.changed:
+                self.line_seen.set()
+                self.changed.notify_all()
+
+    def stop(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def tail(self, lines: int) -> Tuple[str, ...]:
+        text = bytes(self.buf).decode("utf-8", "replace").splitlines()
+        if self.dropped and len(text) > 1:
+            text = text[1:]     # its start was dropped
+        return tuple(line.rstrip() for line in text[-lines:])
+
+
+class ProcessHandle:
+    """A running child in its own session. ``wait``/``stop`` return the
+    ProcessResult once the child is reaped; both are idempotent."""
+
+    def __init__(self, argv: Tuple[str, ...], proc: subprocess.Popen,
+                 drain: _Drain, stdin_fd: Optional[int], grace: float,
+                 tail_lines: int):
+        self.argv = argv
+        self.proc = proc
+        self.pid = proc.pid
+        self.drain = drain
+        self.stdin_fd = stdin_fd
+        self.grace = grace
+        self.tail_lines = tail_lines
+        self.started = time.monotonic()
+        self.exited_at: Optional[float] = None
+        self.result: Optional[ProcessResult] = None
+        self.pidfd: Optional[int] = None
+        self._lock = threading.Lock()
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:     # kernel < 5.3: fall back to polling
+                self.pidfd = None
+
+    # -- state ---------------------------------------------------------
+    def exited(self) -> bool:
+        """True once the leader has exited (unreaped until the end)."""
+        if self.exited_at is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.pid,
+                             os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = True      # already reaped by us
+        if info is None:
+            return False
+        self.exited_at = time.monotonic()
+        return True
+
+    def alive(self) -> bool:
+        return not self.exited()
+
+    def wait_exit(self, timeout: Optional[float]) -> bool:
+        """Wait for the leader to exit (not reaping it); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.exited():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if self.pidfd is not None:
+                poller = select.poll()
+                poller.register(self.pidfd, select.POLLIN)
+                poller.poll(None if left is None else max(1, int(left * 1000)))
+            else:
+                time.sleep(_POLL_STEP if left is None else
+                           min(_POLL_STEP, left))
+        return True
+
+    def wait_line(self, timeout: float) -> bool:
+        """Wait until the watched line (READY) arrived; False on timeout or
+        when the output ended without it."""
+        deadline = time.monotonic() + timeout
+        while not self.drain.line_seen.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.exited() or not self.drain.is_alive():
+                self.drain.join(DRAIN_DELAY)   # the line may be in flight
+                return self.drain.line_seen.is_set()
+            with self.drain.changed:
+                self.drain.changed.wait(min(left, 0.05))
+        return True
+
+    # -- signals -------------------------------------------------------
+    def signal_group(self, signum: int) -> None:
+        """Signal the whole group; a no-op once the leader was reaped."""
+        with self._lock:
+            if self.proc.returncode is not None:
+                return
+            try:
+                os.killpg(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def terminate_group(self) -> None:
+        self.signal_group(signal.SIGTERM)
+
+    def kill_group(self) -> None:
+        self.signal_group(signal.SIGKILL)
+
+    def close_stdin(self) -> None:
+        """EOF on the child's stdin (a held hook's "release now")."""
+        with self._lock:
+            if self.stdin_fd is not None:
+                os.close(self.stdin_fd)
+                self.stdin_fd = None
+
+    # -- ending --------------------------------------------------------
+    def wait(self, timeout: Optional[float]) -> Optional[ProcessResult]:
+        """The result if the leader exits within ``timeout``, else None (the
+        child keeps running)."""
+        if self.result is not None:
+            return self.result
+        if not self.wait_exit(timeout):
+            return None
+        return self._finish(timed_out=False)
+
+    def stop(self, grace: Optional[float] = None,
+             timed_out: bool = True) -> ProcessResult:
+        """SIGTERM the group, wait ``grace``, SIGKILL; returns the result."""
+        if self.result is not None:
+            return self.result
+        if not self.exited():
+            self.terminate_group()
+            self.wait_exit(self.grace if grace is None else grace)
+        return self._finish(timed_out=timed_out)
+
+    def _finish(self, timed_out: bool) -> ProcessResult:
+        if not self.exited():
+            self.kill_group()
+            self.wait_exit(None)
+        exited_at = self.exited_at or time.monotonic()
+        # Output normally ends with the leader; a background child holding
+        # the pipe gets a moment, then the rest of the group is killed.
+        self.drain.join(DRAIN_DELAY)
+        self.kill_group()
+        self.drain.join(DRAIN_DELAY)
+        if self.drain.is_alive():      # a child outside the group holds it
+            self.drain.stop()
+            self.drain.join()
+        with self._lock:
+            returncode = self.proc.wait()
+        self.close_stdin()
+        self.drain.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        self.result = ProcessResult(
+            argv=self.argv, returncode=returncode,
+            signal=signal_name(-returncode) if returncode < 0 else None,
+            timed_out=timed_out,
+            duration_ms=(exited_at - self.started) * 1000.0,
+            output_tail=self.drain.tail(self.tail_lines),
+            bytes_dropped=self.drain.dropped)
+        return self.result
+
+
+def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
+                  env: Optional[Mapping[str, str]] = None, cwd: str = "/",
+                  stdin: int = DEVNULL, grace: float = 5.0,
+                  output_limit: int = OUTPUT_LIMIT,
+                  watch_line: Optional[bytes] = None,
+                  tail_lines: int = TAIL_LINES) -> ProcessHandle:
+    """Start ``argv`` in a new session; OSError if it cannot be executed.
+
+    ``executable_fd``: run that open file (via /proc/self/fd/N) instead of
+    looking up argv[0]. ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
+    (then ``handle.close_stdin()`` sends EOF; our end is CLOEXEC so no other
+    child holds it). ``watch_line``: keep stderr apart and let
+    ``handle.wait_line`` report that line on stdout.
+    """
+    argv = tuple(argv)
+    executable = None
+    pass_fds: Tuple[int, ...] = ()
+    if executable_fd is not None:
+        executable = "/proc/self/fd/%d" % executable_fd
+        pass_fds = (executable_fd,)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe() if watch_line is not None else (None, None)
+    in_r, in_w = os.pipe() if stdin == PIPE else (None, None)
+    to_close: List[Optional[int]] = [out_w, err_w, in_r]
+    try:
+        proc = subprocess.Popen(
+            argv, executable=executable, pass_fds=pass_fds,
+            stdin=in_r if in_r is not None else stdin, stdout=out_w,
+            stderr=err_w if err_w is not None else subprocess.STDOUT,
+            cwd=cwd, env=env, start_new_session=True)
+    except BaseException:
+        to_close += [out_r, err_r, in_w]
+        raise
+    finally:
+        for fd in to_close:
+            if fd is not None:
+                os.close(fd)
+    reads = [out_r] + ([err_r] if err_r is not None else [])
+    drain = _Drain(reads, output_limit, watch_fd=out_r,
+                   watch_line=watch_line or b"")
+    drain.start()
+    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines)
+
+
+def run_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
+                timeout: float, env: Optional[Mapping[str, str]] = None,
+                cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
+                output_limit: int = OUTPUT_LIMIT) -> ProcessResult:
+    """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
+    ``grace``, SIGKILL). Raises OSError only if it cannot be started."""
+    handle = start_process(argv, executable_fd=executable_fd, env=env,
+                           cwd=cwd, stdin=stdin, grace=grace,
+                           output_limit=output_limit)
+    try:
+        result = handle.wait(timeout)
+    except BaseException:        # interrupted: leave nothing behind
+        handle.stop(grace=0.0)
+        raise
+    if result is None:
+        result = handle.stop(grace)
+    return result
