@@ -40,12 +40,34 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: never hang on a FIFO swapped in by root between the two opens.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-_ENTRIES = {
-    "pre": (Catalogue.PRE_SCRIPT_NOT_FOUND,
-            Catalogue.INSUFFICIENT_PERMISSION_FOR_PRE_SCRIPT),
-    "post": (Catalogue.POST_SCRIPT_NOT_FOUND,
-             Catalogue.INSUFFICIENT_PERMISSION_FOR_POST_SCRIPT),
+@dataclass(frozen=True)
+class PhaseEntries:
+    """The catalogue entries of one phase's script errors."""
+
+    not_found: Catalogue
+    no_permission: Catalogue
+    failed: Catalogue
+    timeout: Catalogue
+
+
+_PHASES = {
+    "pre": PhaseEntries(Catalogue.PRE_SCRIPT_NOT_FOUND,
+                        Catalogue.INSUFFICIENT_PERMISSION_FOR_PRE_SCRIPT,
+                        Catalogue.PRE_SCRIPT_EXECUTION_FAILED,
+                        Catalogue.PRE_SCRIPT_TIMEOUT),
+    "post": PhaseEntries(Catalogue.POST_SCRIPT_NOT_FOUND,
+                         Catalogue.INSUFFICIENT_PERMISSION_FOR_POST_SCRIPT,
+                         Catalogue.POST_SCRIPT_EXECUTION_FAILED,
+                         Catalogue.POST_SCRIPT_TIMEOUT),
 }
+
+
+def phase_entries(phase: str) -> PhaseEntries:
+    try:
+        return _PHASES[phase]
+    except KeyError:
+        raise ValueError("phase must be 'pre' or 'post', not %r"
+                         % (phase,)) from None
 
 
 @dataclass(frozen=True)
@@ -67,7 +89,8 @@ def _owner(uid: int) -> str:
 
 
 def _describe(st: os.stat_result) -> str:
-    return "owner %s, mode %04o" % (_owner(st.st_uid), stat.S_IMODE(st.st_mode))
+    return "owner %s, mode %04o" % (_owner(st.st_uid),
+                                    stat.S_IMODE(st.st_mode))
 
 
 def _writers(mode: int) -> str:
@@ -83,22 +106,28 @@ class _Walk:
     """State of one resolution: a stack of checked directory fds."""
 
     def __init__(self, path: str, phase: str):
-        if phase not in _ENTRIES:
-            raise ValueError("phase must be 'pre' or 'post', not %r" % phase)
+        entries = phase_entries(phase)
         self.path = path
         self.phase = phase
-        self.not_found, self.no_permission = _ENTRIES[phase]
+        self.not_found = entries.not_found
+        self.no_permission = entries.no_permission
         # (fd, real path, world-writable-but-sticky)
         self.stack: List[Tuple[int, str, bool]] = []
 
+    def _message(self, detail: str) -> str:
+        # "Pre-script /x is not ..." rather than "Pre-script /x: /x is not ..."
+        if detail.startswith(self.path + " "):
+            detail = detail[len(self.path):]
+        else:
+            detail = ": " + detail
+        return "%s-script %s%s" % (self.phase.capitalize(), self.path, detail)
+
     def missing(self, detail: str) -> ScriptError:
-        return ScriptError("%s-script %s: %s" % (self.phase.capitalize(),
-                                                 self.path, detail),
-                           self.not_found)
+        return ScriptError(self._message(detail), self.not_found)
 
     def refuse(self, detail: str) -> TrustError:
-        return TrustError("%s-script %s: %s; nothing of this plugin runs"
-                          % (self.phase.capitalize(), self.path, detail),
+        return TrustError(self._message(detail)
+                          + "; nothing of this plugin runs",
                           self.no_permission)
 
     def close(self) -> None:
@@ -110,8 +139,9 @@ class _Walk:
         mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != 0:
             os.close(fd)
-            raise self.refuse("directory %s is not owned by root (%s); fix: "
-                              "chown root:root %s" % (real, _describe(st), real))
+            raise self.refuse("directory %s is not owned by root (%s); "
+                              "fix: chown root:root %s"
+                              % (real, _describe(st), real))
         sticky_open = False
         if mode & 0o022:
             if not (mode & stat.S_ISVTX and mode & 0o002):
@@ -203,13 +233,15 @@ class _Walk:
             fst = os.fstat(fd)
             mode = stat.S_IMODE(fst.st_mode)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                problem: Optional[str] = "%s changed while being checked" % real
+                problem: Optional[str] = ("%s changed while being checked"
+                                          % real)
             elif fst.st_uid != 0:
                 problem = "%s is not owned by root (%s); %s" % (
                     real, _describe(fst), fix)
             elif mode & 0o077:
                 problem = ("%s is accessible by group or others (%s); "
-                           "expected mode 700; %s" % (real, _describe(fst), fix))
+                           "expected mode 700; %s"
+                           % (real, _describe(fst), fix))
             elif not mode & stat.S_IXUSR:
                 problem = "%s is not executable (%s); %s" % (
                     real, _describe(fst), fix)
@@ -237,7 +269,7 @@ def open_trusted(path: str, phase: str) -> TrustedScript:
 
 
 def open_trusted_script(path: str, phase: str) -> int:
-    """Like :func:`open_trusted`, returning only the fd (O_RDONLY|O_CLOEXEC)."""
+    """Like :func:`open_trusted`; only the fd (O_RDONLY|O_CLOEXEC)."""
     return open_trusted(path, phase).fd
 
 
