@@ -1,0 +1,218 @@
+"""Running pre/post scripts of a phase: real scripts, real permissions, real
+child processes; retries counted by the scripts themselves."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
+                                   no_leaks, read_int, scripts, wait_gone)
+from vmsnapshot.config.model import Plugin
+from vmsnapshot.scripts import ScriptResult, run_phase, run_script
+
+DESIGN_KEYS = {"plugin", "phase", "path", "attempts", "returncode",
+               "timed_out", "duration_ms"}
+
+
+def only(results) -> ScriptResult:
+    assert len(results) == 1, results
+    return results[0]
+
+
+def test_success_and_report_keys(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin("app", pre="echo quiesced\n", post="echo back\n")
+    pre = only(run_phase([plugin], "pre"))
+    assert pre.ok and pre.error is None
+    assert (pre.plugin, pre.phase, pre.path) == ("app", "pre", plugin.pre[0])
+    assert (pre.attempts, pre.returncode, pre.timed_out) == (1, 0, False)
+    assert pre.output_tail == ("quiesced",)
+    data = pre.to_json()
+    assert DESIGN_KEYS <= set(data)
+    assert data["error"] is None and data["signal"] is None
+    assert isinstance(data["duration_ms"], float)
+    post = only(run_phase([plugin], "post"))
+    assert (post.phase, post.output_tail) == ("post", ("back",))
+
+
+def test_params_arrive_intact(scripts: Scripts, no_leaks):
+    out = scripts.file("argv")
+    params = ("with space", "it's \"quoted\"", "$HOME", "`id`", "new\nline",
+              "*", "-n", "")
+    plugin = scripts.plugin(
+        "args", pre="printf '%%s\\0' \"$@\" > %s\n" % out, args=params)
+    assert only(run_phase([plugin], "pre")).ok
+    with open(out, "rb") as f:
+        got = f.read().split(b"\0")[:-1]
+    assert tuple(a.decode() for a in got) == params
+
+
+def test_clean_environment(scripts: Scripts, monkeypatch, no_leaks):
+    monkeypatch.setenv("VMS_TEST_LEAK", "secret")
+    out = scripts.file("env")
+    plugin = scripts.plugin(
+        "envy", post='env > %s; pwd >> %s; readlink /proc/self/fd/0 >> %s\n'
+        % (out, out, out))
+    assert only(run_phase([plugin], "post")).ok
+    with open(out) as f:
+        lines = f.read().splitlines()
+    env = dict(line.split("=", 1) for line in lines[:-2])
+    env.pop("PWD", None)     # sh sets these itself
+    env.pop("SHLVL", None)
+    env.pop("_", None)
+    assert env == {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8", "HOME": "/root", "VMSNAPSHOT_PHASE": "post",
+        "VMSNAPSHOT_PLUGIN": "envy", "VMSNAPSHOT_SCRIPT": plugin.post[0]}
+    assert lines[-2:] == ["/", "/dev/null"]
+
+
+@pytest.mark.parametrize("phase,name,code", [
+    ("pre", "Pre-ScriptExecutionFailed", 300),
+    ("post", "Post-ScriptExecutionFailed", 301)])
+def test_failure_message(scripts: Scripts, phase, name, code, caplog,
+                         no_leaks):
+    body = "echo first; echo 'the reason' >&2; exit 3\n"
+    plugin = scripts.plugin("db", args=("a b",), **{phase: body})
+    with caplog.at_level(logging.INFO):
+        res = only(run_phase([plugin], phase))
+    argv0 = getattr(plugin, phase)[0]
+    assert (res.error.entry.error_name, res.error.entry.code) == (name, code)
+    assert (res.attempts, res.returncode, res.timed_out) == (1, 3, False)
+    assert res.error.message == (
+        "%s-script %s (plugin db) failed: exit status 3 (attempt 1 of 1); "
+        "command: %s 'a b'; last output:\n  first\n  the reason"
+        % (phase.capitalize(), argv0, argv0))
+    assert res.to_json()["error"] == name
+    assert "the reason" in caplog.text
+
+
+def test_signal_death_reported_by_name(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin("sig", pre="kill -USR1 $$\n")
+    res = only(run_phase([plugin], "pre"))
+    assert res.returncode == -10 and res.signal == "SIGUSR1"
+    assert "killed by signal SIGUSR1" in res.error.message
+    assert res.to_json()["signal"] == "SIGUSR1"
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_really_rerun(scripts: Scripts, retries, no_leaks):
+    counter = scripts.file("count")
+    plugin = scripts.plugin("flaky", pre=count_into(counter) + "exit 1\n",
+                            pre_retries=retries)
+    res = only(run_phase([plugin], "pre"))
+    assert read_int(counter) == retries + 1
+    assert res.attempts == retries + 1
+    assert res.error.entry.error_name == "Pre-ScriptExecutionFailed"
+    assert "(attempt %d of %d)" % (retries + 1, retries + 1) \
+        in res.error.message
+
+
+def test_retry_succeeds(scripts: Scripts, no_leaks):
+    counter = scripts.file("count")
+    plugin = scripts.plugin(
+        "flaky", post=count_into(counter) + '[ "$n" -ge 2 ]\n',
+        post_retries=5)
+    res = only(run_phase([plugin], "post"))
+    assert res.ok and res.attempts == 2 and read_int(counter) == 2
+
+
+def test_timeout_covers_all_attempts(scripts: Scripts, no_leaks):
+    counter = scripts.file("count")
+    plugin = scripts.plugin("slow", pre=count_into(counter) +
+                            "sleep 0.4; exit 1\n", pre_retries=20,
+                            timeout=1.0)
+    start = time.monotonic()
+    res = run_script(plugin, "pre", grace=0.5)
+    assert time.monotonic() - start < 1.0 + 0.5 + 3.0   # loose: loaded CI
+    assert 1 <= read_int(counter) <= 3 and res.attempts == read_int(counter)
+    assert res.error is not None
+
+
+@pytest.mark.parametrize("phase,name,code", [
+    ("pre", "Pre-ScriptTimeout", 308), ("post", "Post-ScriptTimeout", 309)])
+def test_timeout_kills_grandchild(scripts: Scripts, phase, name, code,
+                                  no_leaks):
+    pidfile = scripts.file("bg.pid")
+    plugin = scripts.plugin(
+        "stuck", timeout=2,
+        **{phase: "sleep 300 & echo $! > %s; echo waiting; wait\n" % pidfile})
+    res = run_script(plugin, phase, grace=1.0)
+    assert (res.error.entry.error_name, res.error.entry.code) == (name, code)
+    assert res.timed_out and res.attempts == 1
+    assert res.error.message.startswith(
+        "%s-script %s (plugin stuck) did not finish within 2 s (1 attempt):"
+        " timed out after 2." % (phase.capitalize(),
+                                 getattr(plugin, phase)[0]))
+    assert res.error.message.endswith(
+        " s (killed by signal SIGTERM); last output:\n  waiting")
+    bg = read_int(pidfile)
+    assert bg > 0 and wait_gone(bg, 2.0)
+
+
+@pytest.mark.parametrize("phase,name", [
+    ("pre", "Pre-ScriptNotFound"), ("post", "Post-ScriptNotFound")])
+def test_not_found(scripts: Scripts, phase, name, no_leaks):
+    path = os.path.join(scripts.dir, "missing")
+    plugin = Plugin("gone", (path,), (path,))
+    res = only(run_phase([plugin], phase))
+    assert res.error.entry.error_name == name
+    assert (res.attempts, res.returncode) == (0, None)
+
+
+@pytest.mark.parametrize("phase,name", [
+    ("pre", "InsufficientPermissionforPre-Script"),
+    ("post", "InsufficientPermissionforPost-Script")])
+def test_untrusted_script_never_runs(scripts: Scripts, phase, name, no_leaks):
+    marker = scripts.file("ran")
+    plugin = scripts.plugin("loose", **{phase: "touch %s\n" % marker})
+    os.chmod(getattr(plugin, phase)[0], 0o755)
+    res = only(run_phase([plugin], phase))
+    assert res.error.entry.error_name == name and res.attempts == 0
+    assert not os.path.exists(marker)
+    os.chmod(getattr(plugin, phase)[0], 0o700)
+    os.chown(getattr(plugin, phase)[0], NOBODY, -1)
+    assert only(run_phase([plugin], phase)).error.entry.error_name == name
+    assert not os.path.exists(marker)
+
+
+def test_no_shebang(scripts: Scripts, no_leaks):
+    path = scripts.write("plain", "echo hi\n", shebang=None)
+    res = only(run_phase([Plugin("plain", (path,), None)], "pre"))
+    assert res.error.entry.error_name == "Pre-ScriptExecutionFailed"
+    assert res.error.message == (
+        "Pre-script %s (plugin plain) could not be executed: %s: Exec format "
+        "error (no #! line?)" % (path, path))
+
+
+def test_plugins_run_in_parallel(scripts: Scripts, no_leaks):
+    plugins = [scripts.plugin("p%d" % i, pre="sleep 1\n") for i in range(4)]
+    start = time.monotonic()
+    results = run_phase(plugins, "pre")
+    assert time.monotonic() - start < 3.0     # one after the other: 4 s
+    assert [r.plugin for r in results] == ["p0", "p1", "p2", "p3"]
+    assert all(r.ok for r in results)
+
+
+def test_phase_selection(scripts: Scripts, no_leaks):
+    held = scripts.plugin("held", pre="exit 1\n", post="exit 0\n", hold=True)
+    post_only = scripts.plugin("postonly", post="exit 0\n")
+    pre_only = scripts.plugin("preonly", pre="exit 0\n")
+    assert [r.plugin for r in run_phase([held, post_only, pre_only], "pre")] \
+        == ["preonly"]
+    assert [r.plugin for r in run_phase([held, post_only, pre_only], "post")] \
+        == ["held", "postonly"]
+    assert run_phase([], "pre") == []
+    with pytest.raises(ValueError):
+        run_phase([pre_only], "middle")
+
+
+def test_big_output_is_bounded(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin(
+        "chatty", pre="yes line | head -c 10485760; echo the end\n")
+    start = time.monotonic()
+    res = only(run_phase([plugin], "pre"))
+    assert time.monotonic() - start < 20      # seconds, not a hang
+    assert res.ok and res.output_tail[-1] == "the end"
