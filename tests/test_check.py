@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.helpers.cli import run_vmsnapshot
+from tests.helpers.cli import ROOT, run_vmsnapshot
 from tests.helpers.configfiles import (
     NOBODY, TEMPLATE_CONF, TEMPLATE_JSON, azure_json, in_root, write_file,
     write_script)
@@ -167,9 +167,9 @@ def test_every_config_and_script_problem_is_listed(capsys, tmp_path):
     assert_reported(out, e305, "mode 0664", "chmod 600 " + path)
     assert out.count("IncorrectJSONConfigFile (305): ") == 3
     assert_reported(out, Catalogue.PRE_SCRIPT_NOT_FOUND, "nope.sh")
-    assert summary == ("summary: 4 problems: a run would run no script and "
-                       "freeze with the defaults: at best "
-                       "filesystem-consistent")
+    assert summary == ("summary: 4 problems: a run would be filesystem-"
+                       "consistent at best (the configuration would be "
+                       "ignored: no script would run, default freeze)")
 
 
 def test_broken_plugin_host_file(capsys, azure_root):
@@ -179,7 +179,7 @@ def test_broken_plugin_host_file(capsys, azure_root):
     assert status == 1
     assert_reported(out, Catalogue.INCORRECT_PLUGINHOST_FILE,
                     "-> [pre_post] -> numberOfPlugins: got 'two'")
-    assert "run no script" in summary
+    assert "no script would run" in summary
 
 
 def test_files_not_used_are_named(capsys, azure_root):
@@ -205,3 +205,22 @@ def test_cli_check(tmp_path, scripts):
     res = run_vmsnapshot("check", "--config", path)
     assert res.returncode == 1
     assert "InsufficientPermissionforPost-Script (307): " in res.stdout
+
+
+def test_missing_freeze_module(tmp_path):
+    """A copy of the package without the compiled module, run for real."""
+    shutil.copytree(os.path.join(ROOT, "vmsnapshot"),
+                    str(tmp_path / "pkg" / "vmsnapshot"),
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    path = write_file(str(tmp_path / "v.toml"), "")
+    res = run_vmsnapshot("check", "--config", path, cwd=str(tmp_path / "pkg"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FreezeModuleMissing (124): cannot load the native module " \
+        "vmsnapshot._freeze" in res.stdout
+    assert res.stdout.splitlines()[-1] == (
+        "summary: 1 problem: a run would be crash-consistent at best (the "
+        "freeze module is missing)")
+    # Not needed when the configuration disables the freeze.
+    write_file(path, "[freeze]\nenabled = false\n")
+    res = run_vmsnapshot("check", "--config", path, cwd=str(tmp_path / "pkg"))
+    assert res.returncode == 0, res.stdout

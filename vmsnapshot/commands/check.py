@@ -8,9 +8,9 @@ reach as configured, assuming every selected mount freezes in time.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from vmsnapshot import policy, trust
+from vmsnapshot import freezer, policy, trust
 from vmsnapshot.config import config_file, found_configs, validate_config
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
@@ -70,35 +70,55 @@ def _check_scripts(config: Config, problems: List[ErrorRecord],
     return pre_ok
 
 
-def _summary(config: Optional[Config], config_ok: bool, pre_ok: bool,
-             problems: int) -> str:
+def _check_freeze_module(problems: List[ErrorRecord], out: List[str]
+                         ) -> bool:
+    try:
+        freezer.load()
+    except VmsnapshotError as e:
+        problems.append(e.record())
+        out.append("freeze module: %s" % e.entry.error_name)
+        return False
+    out.append("freeze module: ok")
+    return True
+
+
+def _prediction(config: Optional[Config], config_ok: bool, pre_ok: bool,
+                freeze_ok: bool) -> Tuple[str, str]:
+    """(level, why) of a run as configured, assuming every selected mount
+    freezes and the snapshot ends within the freeze timeout."""
     if not config_ok or config is None:
         # run ignores a broken configuration: no script, default freeze.
-        return ("summary: %d problem%s: a run would run no script and "
-                "freeze with the defaults: at best filesystem-consistent"
-                % (problems, "" if problems == 1 else "s"))
+        if not freeze_ok:
+            return policy.CRASH, ("the configuration would be ignored and "
+                                  "the freeze module is missing")
+        return policy.FILESYSTEM, ("the configuration would be ignored: no "
+                                   "script would run, default freeze")
     pres = sum(1 for p in config.plugins if p.pre)
     pre = policy.PreOutcome(
         scripts_configured=pres > 0, scripts_ok=pre_ok, config_ok=True,
         continue_on_failure=config.continue_on_failure,
         freeze_enabled=config.freeze.enabled)
     if not policy.may_proceed(pre):
-        level = policy.FAILED
-        why = ("a pre-script would fail and %s, so no snapshot"
-               % ("continueBackupOnFailure is false"
-                  if not config.continue_on_failure
-                  else "the freeze is disabled"))
-    else:
-        level = policy.level(pre, policy.FreezeOutcome(True, True, True))
-        why = {
-            policy.APPLICATION: "%d pre-script%s, freeze %s" % (
-                pres, "" if pres == 1 else "s",
-                "enabled" if config.freeze.enabled else "disabled"),
-            policy.FILESYSTEM: "no pre-script configured" if not pres
-            else "a pre-script would fail",
-            policy.CRASH: "no pre-script would quiesce anything and the "
-                          "freeze is disabled",
-        }[level]
+        return policy.FAILED, (
+            "a pre-script would fail and %s, so no snapshot"
+            % ("continueBackupOnFailure is false"
+               if not config.continue_on_failure else "the freeze is disabled"))
+    level = policy.level(pre, policy.FreezeOutcome(freeze_ok, freeze_ok,
+                                                   True))
+    if level == policy.APPLICATION:
+        return level, "%d pre-script%s, freeze %s" % (
+            pres, "" if pres == 1 else "s",
+            "enabled" if config.freeze.enabled else "disabled")
+    if level == policy.FILESYSTEM:
+        return level, ("no pre-script configured" if not pres
+                       else "a pre-script would fail")
+    if config.freeze.enabled:
+        return level, "the freeze module is missing"
+    return level, ("no pre-script would quiesce anything and the freeze is "
+                   "disabled")
+
+
+def _summary(level: str, why: str, problems: int) -> str:
     head = "OK" if not problems else "%d problem%s" % (
         problems, "" if problems == 1 else "s")
     if level == policy.FAILED:
@@ -113,14 +133,17 @@ def check_command(config_path: Optional[str], root: str = "/") -> int:
     config, problems = validate_config(config_path, root)
     config_ok = not problems and config is not None
     out = _describe_files(config_path, root, config)
+    pre_ok = False
     if config is not None:
         out.append(_settings(config))
         pre_ok = _check_scripts(config, problems, out)
-    else:
-        pre_ok = False
+    freeze_ok = True
+    if config is None or not config_ok or config.freeze.enabled:
+        freeze_ok = _check_freeze_module(problems, out)
     for line in out:
         print(line)
     for record in problems:
         print(record)
-    print(_summary(config, config_ok, pre_ok, len(problems)))
+    level, why = _prediction(config, config_ok, pre_ok, freeze_ok)
+    print(_summary(level, why, len(problems)))
     return EXIT_OK if not problems else EXIT_PROBLEMS
