@@ -12,6 +12,7 @@ from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
                                    no_leaks, read_int, scripts, wait_gone)
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.scripts import ScriptResult, run_phase, run_script
+from vmsnapshot.spawn import ROOT_HOME
 
 DESIGN_KEYS = {"plugin", "phase", "path", "attempts", "returncode",
                "timed_out", "duration_ms"}
@@ -64,7 +65,7 @@ def test_clean_environment(scripts: Scripts, monkeypatch, no_leaks):
     env.pop("_", None)
     assert env == {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C.UTF-8", "HOME": "/root", "VMSNAPSHOT_PHASE": "post",
+        "LANG": "C.UTF-8", "HOME": ROOT_HOME, "VMSNAPSHOT_PHASE": "post",
         "VMSNAPSHOT_PLUGIN": "envy", "VMSNAPSHOT_SCRIPT": plugin.post[0]}
     assert lines[-2:] == ["/", "/dev/null"]
 

@@ -229,10 +229,14 @@ def test_interrupted_run_process_leaves_nothing(no_leaks):
 
 def test_no_imports_while_running(no_leaks):
     """Frozen filesystems: nothing may be imported lazily once running."""
-    sh("exit 0")                              # warm up
-    handle = start_process(["sh", "-c", "echo READY; sleep 0.2; exit 2"],
-                           stdin=PIPE, watch_line=b"READY")
+    def start() -> spawn.ProcessHandle:
+        return start_process(["sh", "-c", "echo READY; sleep 0.2; exit 2"],
+                             stdin=PIPE, watch_line=b"READY")
+    warm = start()                            # first use may import
+    warm.stop(0)
+    sh("exit 0")
     before = set(sys.modules)
+    handle = start()
     handle.wait_line(5)
     handle.alive()
     handle.wait(0.01)

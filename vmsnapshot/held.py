@@ -5,7 +5,9 @@ Protocol: the hook prints a line ``READY`` on stdout once quiesced and then
 stays running; EOF on its stdin means "release now". Our end of that pipe is
 the only write end (CLOEXEC, never inherited by another child), so if the
 supervisor dies the kernel closes it and the hook sees EOF too: a lock is
-never held past the run.
+never held past the run. (Its stdout is then gone as well: a hook should
+release its lock before it prints anything after EOF, or die of SIGPIPE
+first.)
 
 Order for the orchestrator: ``start_held`` every held plugin, ``wait_ready``
 each (the default deadline counts from the start, so waiting one after the

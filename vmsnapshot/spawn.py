@@ -183,7 +183,8 @@ class ProcessHandle:
         self.exited_at: Optional[float] = None
         self.result: Optional[ProcessResult] = None
         self.pidfd: Optional[int] = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # signals vs. the reap
+        self._finishing = threading.Lock()     # fds are closed only once
         if hasattr(os, "pidfd_open"):
             try:
                 self.pidfd = os.pidfd_open(self.pid)
@@ -284,6 +285,12 @@ class ProcessHandle:
         return self._finish(timed_out=timed_out)
 
     def _finish(self, timed_out: bool) -> ProcessResult:
+        with self._finishing:
+            if self.result is None:
+                self.result = self._reap(timed_out)
+        return self.result
+
+    def _reap(self, timed_out: bool) -> ProcessResult:
         if not self.exited():
             self.kill_group()
             self.wait_exit(None)
@@ -303,14 +310,13 @@ class ProcessHandle:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        self.result = ProcessResult(
+        return ProcessResult(
             argv=self.argv, returncode=returncode,
             signal=signal_name(-returncode) if returncode < 0 else None,
             timed_out=timed_out,
             duration_ms=(exited_at - self.started) * 1000.0,
             output_tail=self.drain.tail(self.tail_lines),
             bytes_dropped=self.drain.dropped)
-        return self.result
 
 
 def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
@@ -351,9 +357,16 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
             if fd is not None:
                 os.close(fd)
     reads = [out_r] + ([err_r] if err_r is not None else [])
-    drain = _Drain(reads, output_limit, watch_fd=out_r,
-                   watch_line=watch_line or b"")
-    drain.start()
+    try:
+        drain = _Drain(reads, output_limit, watch_fd=out_r,
+                       watch_line=watch_line or b"")
+        drain.start()
+    except BaseException:   # no thread to drain it: do not leave it running
+        os.killpg(proc.pid, signal.SIGKILL)    # unreaped: the pgid is ours
+        proc.wait()
+        for fd in reads + ([in_w] if in_w is not None else []):
+            os.close(fd)
+        raise
     return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines)
 
 
