@@ -75,27 +75,21 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
                             include=settings.include,
                             exclude=settings.exclude)
 
-    # Pre phase: held hooks first (they must be READY before the freeze),
-    # then the one-shot pre-scripts, all plugins in parallel.
-    held: List[HeldHook] = []
-    scripts: List[ScriptResult] = []
-    for plugin in config.plugins:
-        if plugin.hold and plugin.pre:
-            hook = start_held(plugin)
-            held.append(hook)
-    for hook in held:
-        scripts.append(hook.wait_ready())
-    scripts += run_phase(config.plugins, "pre")
+    # Pre phase: held hooks first (they must be READY before the freeze;
+    # their deadlines run from their start, so waiting in turn is as fast
+    # as waiting in parallel), then the one-shot pre-scripts in parallel.
+    held = [start_held(p) for p in config.plugins if p.hold and p.pre]
+    held_errors = [e for e in (h.wait_ready() for h in held) if e is not None]
+    scripts = run_phase(config.plugins, "pre")
+    pre_errors = held_errors + [s.error for s in scripts if s.error]
     pre = policy.PreOutcome(
         scripts_configured=any(p.pre for p in config.plugins),
-        scripts_ok=all(s.error is None for s in scripts),
+        scripts_ok=not pre_errors,
         config_ok=not errors,
         continue_on_failure=config.continue_on_failure,
         freeze_enabled=settings.enabled)
 
-    report = Report(policy.FAILED, False,
-                    errors + [s.error for s in scripts if s.error is not None],
-                    scripts)
+    report = Report(policy.FAILED, False, errors + pre_errors)
     if trap.received:
         report.errors.append(_interrupted(trap, "before the freeze"))
     elif policy.may_proceed(pre):
@@ -104,11 +98,13 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
 
     # Post phase, after the thaw: release held hooks, then post-scripts of
     # every plugin whose pre-script ran (also when it failed).
-    ran = {s.plugin for s in scripts if s.attempts > 0}
-    post = [hook.release() for hook in held]
-    post += run_phase(
+    released = [hook.release() for hook in held]
+    report.errors += [r.error for r in released
+                      if r.error is not None and r.error not in held_errors]
+    ran = {s.plugin for s in scripts + released if s.attempts > 0}
+    post = run_phase(
         [p for p in config.plugins if p.name in ran or not p.pre], "post")
-    report.scripts += post
+    report.scripts = released + scripts + post
     report.errors += [s.error for s in post if s.error is not None]
     return report
 
@@ -155,11 +151,6 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
     else:
         report.freeze = FreezeReport(settings.enabled, None, False,
                                      settings.timeout)
-    if not hooks_held:
-        report.errors.append(ErrorRecord(
-            Catalogue.PRE_SCRIPT_EXECUTION_FAILED,
-            "a held pre-script exited while frozen: its application lock "
-            "was lost before the snapshot finished"))
     snap = report.snapshot
     report.snapshot_taken = bool(opts.snapshot) and snap.returncode == 0
     if opts.snapshot and snap.returncode != 0:

@@ -1,0 +1,217 @@
+"""Fault injection: whatever dies or hangs, no filesystem stays frozen, no
+process stays behind, and the report names the error (issue 4)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers.cli import ROOT, run_json, vmsnapshot_cmd
+from tests.helpers.loopfs import is_frozen, run
+
+
+@pytest.fixture
+def no_config(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def start_run(args, tmp_path, snapshot):
+    """Start `vmsnapshot run` in the background; its snapshot command
+    writes a marker (on /, never frozen) once the freeze is in place."""
+    marker = tmp_path / "frozen-marker"
+    cmd = ["sh", "-c", 'echo $$ > %s; exec %s' % (marker, snapshot)]
+    proc = subprocess.Popen(vmsnapshot_cmd("run", *args, "--json", "--",
+                                           *cmd),
+                            cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not marker.exists() or not marker.read_text().strip():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "run never froze"
+        time.sleep(0.02)
+    return proc, int(marker.read_text())
+
+
+def timed_write(path):
+    """Start a writer now; returns a function giving its completion time."""
+    out = path + ".done"
+    w = subprocess.Popen(["sh", "-c", 'echo payload > "$1"; date +%s.%N > "$2"',
+                          "w", path, out])
+    def finished(timeout=15):
+        w.wait(timeout)
+        with open(out) as f:
+            return float(f.read())
+    return finished
+
+
+def kill_quietly(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_sigkill_of_supervisor_thaws_within_a_second(loopfs_factory,
+                                                     tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
+                               tmp_path, "sleep 60")
+    try:
+        finished = timed_write(a.mountpoint + "/f")
+        time.sleep(0.3)
+        killed_at = time.time()
+        proc.kill()
+        proc.communicate()
+        assert finished() - killed_at < 1.0
+        assert not is_frozen(str(a))
+    finally:
+        kill_quietly(snap_pid)
+    with open(a.mountpoint + "/f") as f:
+        assert f.read() == "payload\n"
+
+
+def test_sigterm_while_frozen_thaws_and_reports(loopfs_factory, tmp_path,
+                                                no_config):
+    a = loopfs_factory("xfs")
+    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
+                               tmp_path, "sleep 60")
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        kill_quietly(snap_pid)
+    report = json.loads(out)
+    assert proc.returncode != 0
+    names = [e["name"] for e in report["errors"]]
+    assert "RunInterrupted" in names
+    assert "SIGTERM" in report["errors"][names.index("RunInterrupted")]["message"]
+    assert not is_frozen(str(a))
+    with pytest.raises(ProcessLookupError):
+        os.kill(snap_pid, 0)
+
+
+def test_hanging_snapshot_command_is_killed_after_the_watchdog(
+        loopfs_factory, tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    pidfile = tmp_path / "pid"
+    # Ignores SIGTERM: only the group SIGKILL ends it.
+    cmd = ["sh", "-c", "trap '' TERM; echo $$ > %s; while :; do sleep 1; done"
+           % pidfile]
+    start = time.monotonic()
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--freeze-timeout", "1", "--json", "--", *cmd)
+    assert time.monotonic() - start < 30
+    assert report["snapshot"]["killed"] is True
+    names = [e["name"] for e in report["errors"]]
+    assert "FsFreezeTimeout" in names and "SnapshotCommandFailed" in names
+    assert report["consistency"] == "crash"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pidfile.read_text()), 0)
+    assert not is_frozen(str(a))
+
+
+def test_snapshot_command_writing_to_frozen_mount_blocks_until_watchdog(
+        loopfs_factory, no_config):
+    a = loopfs_factory("btrfs")
+    start = time.monotonic()
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--freeze-timeout", "1", "--json", "--", "sh", "-c",
+                      "echo x > %s/blocked" % a)
+    assert 0.8 < time.monotonic() - start < 15
+    assert report["consistency"] == "crash"
+    assert [e["name"] for e in report["errors"]] == ["FsFreezeTimeout"]
+    assert report["snapshot"]["returncode"] == 0
+
+
+def test_two_concurrent_runs(loopfs_factory, tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    b = loopfs_factory("ext4")
+    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
+                               tmp_path, "sleep 2")
+    second = run_json("run", "--config", no_config, "--mount", str(b),
+                      "--json", "--", "true")
+    out, _ = proc.communicate(timeout=60)
+    assert [e["name"] for e in second["errors"]] == ["AlreadyRunning"]
+    assert second["mounts"] == []
+    assert json.loads(out)["consistency"] == "filesystem"
+    assert not is_frozen(str(a)) and not is_frozen(str(b))
+
+
+def test_mount_unmounted_between_discovery_and_open(loopfs_factory):
+    from vmsnapshot import mountinfo, mounts
+    from vmsnapshot.freezing import close_targets, open_targets
+    a = loopfs_factory("ext4")
+    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=[str(a)])
+    run("umount", str(a))
+    targets, failed, errors = open_targets(decisions)
+    close_targets(targets)
+    assert targets == []
+    assert [e.entry.error_name for e in errors] == ["UnableToOpenMount"]
+    assert failed[0].path == str(a) and not failed[0].frozen
+
+
+def test_status_file_on_a_full_filesystem(loopfs_factory, no_config):
+    a = loopfs_factory("ext4")
+    full = loopfs_factory("ext4", size_mb=8)
+    # Fill it to the last block (root may use the reserved ones): one big
+    # file, then small ones until ENOSPC, after a sync has settled delalloc.
+    run("sh", "-c", "dd if=/dev/zero of=%s/fill bs=1M 2>/dev/null; sync; "
+        "i=0; while head -c 1024 /dev/zero > %s/small$i 2>/dev/null && "
+        "sync; do i=$((i+1)); done" % (full, full), check=False)
+    res = subprocess.run(vmsnapshot_cmd(
+        "run", "--config", no_config, "--mount", str(a), "--json",
+        "--status-file", "%s/status.json" % full, "--", "true"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(res.stdout)["consistency"] == "filesystem"
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert not is_frozen(str(a))
+
+
+def test_back_to_back_runs_under_write_load_lose_nothing(loopfs_factory,
+                                                         tmp_path,
+                                                         no_config):
+    a = loopfs_factory("ext4")
+    b = loopfs_factory("xfs")
+    log = tmp_path / "acked"
+    # One writer per mount appends numbered records and, after each
+    # completed write+fsync, acknowledges the number outside the freeze.
+    writer = (
+        "import os, sys, time\n"
+        "target, ack = sys.argv[1], sys.argv[2]\n"
+        "fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)\n"
+        "a = open(ack, 'w')\n"
+        "n = 0\n"
+        "while not os.path.exists(ack + '.stop'):\n"
+        "    os.write(fd, b'%08d\\n' % n); os.fsync(fd)\n"
+        "    a.write('%d\\n' % n); a.flush(); n += 1\n"
+        "    time.sleep(0.001)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", writer,
+                                 "%s/records" % m, "%s-%d" % (log, i)])
+               for i, m in enumerate((a, b))]
+    try:
+        for _ in range(20):
+            report = run_json("run", "--config", no_config, "--mount", str(a),
+                              "--mount", str(b), "--freeze-timeout", "10",
+                              "--json", "--", "true")
+            assert report["consistency"] == "filesystem", report["errors"]
+    finally:
+        for i in range(2):
+            open("%s-%d.stop" % (log, i), "w").close()
+        for w in writers:
+            w.wait(30)
+    for i, m in enumerate((a, b)):
+        acked = open("%s-%d" % (log, i)).read().split()
+        with open("%s/records" % m) as f:
+            records = f.read().split()
+        assert records[:len(acked)] == ["%08d" % n for n in range(len(acked))]
+        assert len(acked) > 20
+    assert not is_frozen(str(a)) and not is_frozen(str(b))
