@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from vmsnapshot import __version__
+
+if TYPE_CHECKING:
+    from vmsnapshot.config import FreezeSettings
 
 log = logging.getLogger("vmsnapshot")
 
@@ -39,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("mounts", help="list mounts and what would be frozen")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--config", metavar="PATH",
+                    help="take include/exclude from this configuration")
     selection(sp)
 
     sp = sub.add_parser("check", help="validate configuration, trust and "
@@ -87,6 +93,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `vmsnapshot mounts | head`: the reader left; say nothing more and
+        # keep Python from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception:  # a bug: short message, traceback only in the log
         log.debug("internal error", exc_info=True)
         print("vmsnapshot: internal error: %s (run with -vv for the "
@@ -97,7 +108,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "mounts":
         from vmsnapshot.commands.mounts import mounts_command
-        return mounts_command(args.json, args.mount, args.exclude)
+        freeze = _freeze_settings(args.config)
+        return mounts_command(args.json, args.mount,
+                              list(freeze.exclude) + args.exclude,
+                              include=freeze.include)
     if args.command == "check":
         from vmsnapshot.commands.check import check_command
         return check_command(args.config)
@@ -116,6 +130,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from vmsnapshot.commands.hook import hook_command
         return hook_command(args.action, args.config)
     raise AssertionError(args.command)
+
+
+def _freeze_settings(config_path: Optional[str]) -> "FreezeSettings":
+    """The configured include/exclude, so `mounts` shows what `run` would
+    freeze; a broken configuration only costs a warning here."""
+    from vmsnapshot.config import FreezeSettings, load_config
+    from vmsnapshot.errors import VmsnapshotError
+    try:
+        return load_config(config_path).freeze
+    except VmsnapshotError as e:
+        log.warning("configuration ignored: %s", e.record())
+        return FreezeSettings()
 
 
 def _strip_dashdash(argv: List[str]) -> List[str]:
