@@ -87,3 +87,13 @@ def test_explicit_ini_missing_is_304(tmp_path):
         load_config(str(tmp_path / "nope.conf"))
     assert info.value.entry is Catalogue.INCORRECT_PLUGINHOST_FILE
     assert info.value.record().to_json()["code"] == 304
+
+
+def test_shadowed_files_are_logged(tmp_path, caplog):
+    root = str(tmp_path)
+    write_file(in_root(root, SCRIPT_PLUGIN_PATH), JSON)
+    write_file(in_root(root, NATIVE_PATH), "")
+    assert load_config(root=root).plugins == ()
+    assert "%s is not used: %s comes first in the search order" % (
+        in_root(root, SCRIPT_PLUGIN_PATH), in_root(root, NATIVE_PATH)) \
+        in caplog.text

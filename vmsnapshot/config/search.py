@@ -93,6 +93,7 @@ def validate_config(path: Optional[str] = None, root: str = "/"
     inspect the scripts.  Never run a Config that came with problems.
     No configuration file at all gives the empty Config (freeze only).
     """
+    explicit = path
     path, fmt = config_file(path, root)
     if path is None or fmt is None:
         log.info("no configuration file (searched %s): freeze only",
@@ -100,6 +101,14 @@ def validate_config(path: Optional[str] = None, root: str = "/"
         return Config(), []
     records: List[ErrorRecord] = []
     config = LOADERS[fmt](path, records, root)
+    if explicit is None:
+        used = set(config.sources) if config else {path}
+        for other in found_configs(root):
+            if other not in used:
+                # The classic trap: a packaged vmsnapshot.toml hiding the
+                # Azure files the admin just edited.
+                log.warning("%s is not used: %s comes first in the search "
+                            "order", other, path)
     return config, records
 
 
