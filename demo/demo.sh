@@ -80,7 +80,18 @@ set -e
 echo "demo: exit status $rc; status file:"
 cat "$work/status.json"
 
-echo "demo: the snapshot images are clean without journal replay:"
-e2fsck -fn "$work/snapshots/app-ext4.img" >/dev/null && echo "  ext4 image: e2fsck clean"
-xfs_repair -n -f "$work/snapshots/app-xfs.img" >/dev/null 2>&1 && echo "  xfs image: xfs_repair -n clean"
+echo "demo: what the snapshot holds (mounted read-only, no journal replay):"
+e2fsck -fn "$work/snapshots/app-ext4.img" >/dev/null 2>&1 \
+	&& echo "  ext4 image: e2fsck -fn clean"
+mkdir -p "$work/mnt/snap-ext4" "$work/mnt/snap-xfs"
+for fs in ext4 xfs; do
+	dev=$(losetup --find --show --read-only "$work/snapshots/app-$fs.img")
+	devices+=("$dev")
+	opts=ro,noload; [ $fs = xfs ] && opts=ro,norecovery,nouuid
+	mount -o $opts "$dev" "$work/mnt/snap-$fs"
+done
+echo "  app-state in the snapshot (written by the pre-script, not the post-script):"
+sed 's/^/    /' "$work/mnt/snap-ext4/app-state"
+echo "  app-state now:"
+sed 's/^/    /' "$work/mnt/app-ext4/app-state"
 exit $rc
