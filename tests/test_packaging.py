@@ -1,0 +1,332 @@
+"""The .deb and .rpm: built from a clean copy of the tree, lint-clean, and the
+.deb proven by installing it into a fresh Debian 12 minbase root.
+
+Slow (about two minutes warm, plus one debootstrap when the cache under
+/var/cache/vmsnapshot-tests is cold); everything is built once per module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+from typing import Dict, Tuple
+
+import pytest
+
+from tests.conftest import skip_or_fail
+from tests.helpers import chroot
+from tests.helpers.chroot import pkgbuild
+from tests.helpers.loopfs import is_frozen
+
+pytestmark = pytest.mark.packaging
+
+TOML = "/etc/vmsnapshot/vmsnapshot.toml"
+AZURE_JSON = "/etc/azure/VMSnapshotScriptPluginConfig.json"
+TEMPLATES = (TOML, AZURE_JSON)
+SBIN = "/usr/sbin/vmsnapshot"
+UPGRADE_NOTE = "# changed upstream in the upgrade test build\n"
+ADMIN_NOTE = "# edited by the administrator\n"
+
+
+def sh(*argv: str) -> str:
+    return chroot.run(argv).stdout
+
+
+def in_root(root: str, *argv: str, check: bool = True,
+            **kw) -> subprocess.CompletedProcess:
+    return chroot.chroot_run(root, argv, check=check, **kw)
+
+
+def write_in_root(root: str, path: str, text: str, mode: int) -> None:
+    full = root + path
+    os.makedirs(os.path.dirname(full), mode=0o700, exist_ok=True)
+    with open(full, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(full, mode)
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("packaging tests need root (debootstrap, chroot)")
+    missing = chroot.missing_host_tools()
+    if missing:
+        skip_or_fail("packaging tools missing: %s" % " ".join(missing))
+
+
+@pytest.fixture(scope="module")
+def outdir(tools, tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("packages"))
+
+
+@pytest.fixture(scope="module")
+def deb(outdir) -> str:
+    return chroot.build_deb(outdir)
+
+
+@pytest.fixture(scope="module")
+def upgrade_deb(deb, outdir) -> str:
+    """A later version whose native template changed upstream too, so the
+    upgrade meets a real conffile conflict."""
+    def tweak(src: str) -> None:
+        with open(os.path.join(src, TOML.lstrip("/")), "a") as f:
+            f.write(UPGRADE_NOTE)
+
+    version = pkgbuild._changelog_version(chroot.ROOT) + "+upgradetest1"
+    return chroot.build_deb(os.path.join(outdir, "upgrade"), version=version,
+                            tweak=tweak)
+
+
+@pytest.fixture(scope="module")
+def rpm(outdir) -> str:
+    return chroot.build_rpm(os.path.join(outdir, "rpm"))
+
+
+@pytest.fixture(scope="module")
+def installed(deb, tmp_path_factory):
+    """A fresh minbase bookworm root with the .deb installed by apt."""
+    root = chroot.make_debian_root(str(tmp_path_factory.mktemp("root")))
+    chroot.install_debs(root, deb)
+    yield root
+    chroot.remove_root(root)
+
+
+def deb_listing(path: str) -> Dict[str, Tuple[str, str]]:
+    """path -> (mode string, owner/group) from dpkg-deb --contents."""
+    out = {}
+    for line in sh("dpkg-deb", "--contents", path).splitlines():
+        mode, owner, _size, _date, _time, name = line.split(None, 5)
+        name = name.split(" -> ")[0]
+        out["/" + name.lstrip("./").rstrip("/")] = (mode, owner)
+    return out
+
+
+def rpm_listing(path: str) -> Dict[str, Tuple[str, str]]:
+    out = {}
+    for line in sh("rpm", "-qlvp", path).splitlines():
+        fields = line.split()
+        name = fields[8] if len(fields) > 8 else fields[-1]
+        out[name] = (fields[0], "%s/%s" % (fields[2], fields[3]))
+    return out
+
+
+def source_hooks() -> list:
+    hooks = os.path.join(chroot.ROOT, "hooks")
+    if not os.path.isdir(hooks):
+        return []
+    return sorted(f for f in os.listdir(hooks)
+                  if os.path.isfile(os.path.join(hooks, f))
+                  and not f.endswith(".md") and not f.startswith("."))
+
+
+def source_modules() -> set:
+    """Every .py of the package in the work tree, relative to the site dir."""
+    found = set()
+    pkg = os.path.join(chroot.ROOT, "vmsnapshot")
+    for name in pkgbuild.tree_files(chroot.ROOT):
+        if name.startswith("vmsnapshot/") and name.endswith(".py"):
+            found.add(name)
+    assert found and os.path.isdir(pkg)
+    return found
+
+
+def python_files(listing: Dict[str, Tuple[str, str]]) -> set:
+    out = set()
+    for name in listing:
+        m = re.search(r"/(?:dist|site)-packages/(vmsnapshot/.*\.py)$", name)
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+# ---------------------------------------------------------------- sources
+
+def test_versions_agree() -> None:
+    upstream = pkgbuild.upstream_version(chroot.ROOT)
+    assert pkgbuild._changelog_version(chroot.ROOT) == upstream
+    assert pkgbuild.spec_version(chroot.ROOT) == upstream
+
+
+# ---------------------------------------------------------------- .deb
+
+def test_lintian_prints_nothing(deb) -> None:
+    assert pkgbuild.lint_deb(deb) == ""
+
+
+def test_deb_contents(deb) -> None:
+    files = deb_listing(deb)
+    assert files[SBIN] == ("-rwxr-xr-x", "root/root")
+    assert "/usr/bin/vmsnapshot" not in files
+    for template in TEMPLATES:
+        assert files[template] == ("-rw-------", "root/root"), template
+    assert files["/etc/vmsnapshot"] == ("drwx------", "root/root")
+    assert "/usr/share/man/man8/vmsnapshot.8.gz" in files
+    assert any(re.search(r"/dist-packages/vmsnapshot/_freeze\.abi3\.so$", f)
+               for f in files), "no abi3 extension"
+    # pyproject's package list must not leave a subpackage out.
+    assert python_files(files) >= source_modules() - {
+        "vmsnapshot/_freeze_build.py"}
+    for hook in source_hooks():
+        assert files["/usr/share/vmsnapshot/hooks/" + hook] == (
+            "-rwxr-xr-x", "root/root")
+    conffiles = sh("dpkg-deb", "--info", deb, "conffiles").split()
+    assert sorted(conffiles) == sorted(TEMPLATES)
+    depends = sh("dpkg-deb", "--field", deb, "Depends")
+    assert "python3-cffi-backend-api" in depends  # generated by dh_python3
+    assert "python3-packaging" in depends
+
+
+def test_installed_command_and_extension(installed) -> None:
+    res = in_root(installed, "sh", "-c", "command -v vmsnapshot")
+    assert res.stdout.strip() == SBIN
+    res = in_root(installed, SBIN, "--version")
+    assert res.stdout.strip() == "vmsnapshot " + pkgbuild.upstream_version(
+        chroot.ROOT)
+    in_root(installed, "/usr/bin/python3", "-c", "import vmsnapshot._freeze")
+
+
+def test_installed_templates_modes_and_owners(installed) -> None:
+    for template in TEMPLATES:
+        st = os.lstat(installed + template)
+        assert stat.S_ISREG(st.st_mode)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 0, 0)
+    st = os.lstat(installed + "/etc/vmsnapshot")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 0, 0)
+    res = in_root(installed, "stat", "-c", "%a %U:%G %n", *TEMPLATES)
+    assert res.stdout.split("\n")[:2] == ["600 root:root " + t for t in TEMPLATES]
+
+
+def test_dpkg_verify_clean(installed) -> None:
+    res = in_root(installed, "dpkg", "--verify", "vmsnapshot", check=False)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_check_installed_templates(installed) -> None:
+    # The native template as installed: valid, freeze only.
+    res = in_root(installed, SBIN, "check", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "configuration: %s" % TOML in res.stdout
+
+    # Both templates, pointed at scripts made the way the docs ask.
+    pre, post = "/root/vmstest/pre.sh", "/root/vmstest/post.sh"
+    for script in (pre, post):
+        write_in_root(installed, script, "#!/bin/sh\nexit 0\n", 0o700)
+    with open(installed + TOML, encoding="utf-8") as f:
+        native = f.read() + (
+            '\n[[plugin]]\nname = "test"\npre = ["%s"]\npost = ["%s"]\n'
+            % (pre, post))
+    write_in_root(installed, "/root/vmstest/vmsnapshot.toml", native, 0o600)
+    with open(installed + AZURE_JSON, encoding="utf-8") as f:
+        azure = json.load(f)
+    azure.update(preScriptLocation=pre, postScriptLocation=post)
+    write_in_root(installed, "/root/vmstest/azure.json", json.dumps(azure), 0o600)
+    for config in ("/root/vmstest/vmsnapshot.toml", "/root/vmstest/azure.json"):
+        res = in_root(installed, SBIN, "check", "--config", config, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "application-consistent" in res.stdout, res.stdout
+
+    # A script others may read and run is refused.
+    os.chmod(installed + pre, 0o755)
+    res = in_root(installed, SBIN, "check", "--config",
+                  "/root/vmstest/vmsnapshot.toml", check=False)
+    assert res.returncode == 1
+    assert "InsufficientPermissionforPre-Script" in res.stdout
+
+
+def test_freeze_inside_the_root(installed, loopfs_factory) -> None:
+    """The installed extension freezes and thaws a loop filesystem this test
+    made, bind-mounted into the root; nothing else is visible to freeze."""
+    lfs = loopfs_factory("ext4")
+    guard = "/mnt/vmstest"
+    target = guard + "/fs"
+    res = in_root(installed, SBIN, "run", "--mount", target, "--json",
+                  "--", "/bin/true", check=False,
+                  binds=[(lfs.mountpoint, target)],
+                  env={"VMSNAPSHOT_FREEZE_GUARD": guard})
+    assert not is_frozen(lfs.mountpoint)
+    report = json.loads(res.stdout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert report["consistency"] == "filesystem"
+    assert [(m["path"], m["frozen"], m["error"]) for m in report["mounts"]] == [
+        (target, True, None)]
+    assert report["freeze"]["auto_thawed"] is False
+    assert report["snapshot"]["returncode"] == 0
+    assert report["snapshot"]["finished_while_frozen"] is True
+
+
+def test_upgrade_remove_purge(deb, upgrade_deb, tmp_path_factory) -> None:
+    root = chroot.make_debian_root(str(tmp_path_factory.mktemp("lifecycle")))
+    try:
+        chroot.install_debs(root, deb)
+        with open(root + TOML, "a", encoding="utf-8") as f:
+            f.write(ADMIN_NOTE)
+
+        # Upgrade: the admin's edit stays; the new template waits beside it.
+        chroot.install_debs(root, upgrade_deb)
+        version = in_root(root, "dpkg-query", "-W", "-f", "${Version}",
+                          "vmsnapshot").stdout
+        assert version.endswith("+upgradetest1")
+        with open(root + TOML, encoding="utf-8") as f:
+            kept = f.read()
+        assert kept.endswith(ADMIN_NOTE) and UPGRADE_NOTE not in kept
+        with open(root + TOML + ".dpkg-dist", encoding="utf-8") as f:
+            assert f.read().endswith(UPGRADE_NOTE)
+        st = os.stat(root + TOML)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)
+
+        # Remove keeps the configuration, purge deletes it.
+        chroot.apt_get(root, "remove", "vmsnapshot")
+        assert not os.path.exists(root + SBIN)
+        assert os.path.exists(root + TOML) and os.path.exists(root + AZURE_JSON)
+        status = in_root(root, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}",
+                         "vmsnapshot").stdout
+        assert status.strip() == "rc"
+        chroot.apt_get(root, "purge", "vmsnapshot")
+        for path in TEMPLATES + ("/etc/vmsnapshot", TOML + ".dpkg-dist"):
+            assert not os.path.lexists(root + path), path
+        res = in_root(root, "dpkg-query", "-W", "vmsnapshot", check=False)
+        assert res.returncode != 0
+    finally:
+        chroot.remove_root(root)
+
+
+# ---------------------------------------------------------------- .rpm
+
+def test_rpmlint_clean(rpm) -> None:
+    out = pkgbuild.lint_rpm(rpm)
+    assert pkgbuild.rpmlint_clean(out), out
+
+
+def test_rpm_files_and_modes_match_the_deb(rpm, deb) -> None:
+    files = rpm_listing(rpm)
+    debfiles = deb_listing(deb)
+    assert files[SBIN] == ("-rwxr-xr-x", "root/root")
+    for template in TEMPLATES:
+        assert files[template] == ("-rw-------", "root/root"), template
+    assert files["/etc/vmsnapshot"] == ("drwx------", "root/root")
+    assert "/usr/share/man/man8/vmsnapshot.8.gz" in files
+    assert any(f.endswith("/vmsnapshot/_freeze.abi3.so") for f in files)
+    assert python_files(files) == python_files(debfiles)
+    for hook in source_hooks():
+        assert files["/usr/share/vmsnapshot/hooks/" + hook] == (
+            "-rwxr-xr-x", "root/root")
+    # Same modes for what both ship at the same path (.so modes differ by
+    # each distribution's convention: 0644 on Debian, 0755 for rpm).
+    for path in set(files) & set(debfiles):
+        if not path.endswith(".so"):
+            assert files[path][0] == debfiles[path][0], path
+
+
+def test_rpm_config_noreplace(rpm) -> None:
+    assert sorted(sh("rpm", "-qcp", rpm).split()) == sorted(TEMPLATES)
+    flags = {}
+    for line in sh("rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]",
+                   rpm).splitlines():
+        flag, _, name = line.partition(" ")
+        flags[name] = flag
+    for template in TEMPLATES:
+        assert set(flags[template]) >= {"c", "n"}, (template, flags[template])
