@@ -41,6 +41,18 @@ bench: build
 bench-quick: build
 	$(PY) -m bench --quick $(BENCH_ARGS)
 
+# OS packages from a clean copy of the work tree (what git ls-files lists,
+# committed or not) into dist/, with their file lists and lint; Debian's own
+# python builds them, whatever python3 is first on PATH. Build tools:
+# scripts/packaging-apt-packages.txt.
+PKGBUILD := /usr/bin/python3 scripts/pkgbuild.py --outdir dist --list --lint
+
+deb:
+	$(PKGBUILD) deb
+
+rpm:
+	$(PKGBUILD) rpm
+
 clean:
 	rm -rf build dist *.egg-info vmsnapshot/_freeze.c vmsnapshot/*.so \
 		.pytest_cache .hypothesis
