@@ -66,10 +66,13 @@ class Plan:
         return max(n * d for n, d in self.configs) * 2**20
 
     def estimate_s(self, mib_s: float) -> float:
-        """Per cycle: dirtying (~1.5 GiB/s), the flush, fixed costs."""
+        """Per cycle: dirtying (~1.5 GiB/s), the flush, ~25 ms per mount
+        (journal commit and cache flush, paid in turn by the sequential
+        methods); then the fixed parts, measured on the reference machine."""
         cycles = self.warmup + self.runs * len(self.methods)
-        return sum(cycles * (n * d / mib_s + n * d / 1500.0 + 0.05 + 0.004 * n)
-                   for n, d in self.configs) + 3 * self.overhead_runs
+        per_config = sum(cycles * (n * d / mib_s + n * d / 1500.0 + 0.05
+                                   + 0.025 * n) for n, d in self.configs)
+        return per_config + 0.4 * self.max_n + 30
 
 
 def _ints(text: str) -> Tuple[int, ...]:
@@ -209,27 +212,33 @@ class Bench:
         self.bindir = native.build(self.workdir)
         self.ctx = Context(self.bindir, self.plan.hold_ms / 1000.0, 60.0,
                            self.plan.max_threads)
-        log.info("measuring the disk (%d MiB of direct writes)",
+        # Before the writeback measurement too, which dirties the cache.
+        self.saved_dirty = vmdirty.apply(
+            max(self.plan.max_dirty_bytes(), self.plan.bandwidth_mib * 2**20))
+        log.info("measuring the disk (%d MiB, 3 ways)",
                  self.plan.bandwidth_mib)
-        bw = device.measure(self.workdir, self.plan.bandwidth_mib, 4)
-        log.info("disk: %.0f MiB/s sequential, %.0f MiB/s with %d streams",
-                 bw["seq_mib_s"], bw["parallel_mib_s"], bw["parallel_streams"])
+        bw = device.measure(self.workdir, self.plan.bandwidth_mib,
+                            min(8, self.plan.max_n))
+        log.info("disk: %.0f MiB/s one direct stream, %.0f MiB/s with %d, "
+                 "%.0f MiB/s by writeback", bw["seq_mib_s"],
+                 bw["direct_parallel_mib_s"], bw["devices"],
+                 bw["writeback_mib_s"])
         log.info("estimated time: %.1f min",
-                 self.plan.estimate_s(bw["seq_mib_s"]) / 60)
+                 self.plan.estimate_s(bw["direct_parallel_mib_s"]) / 60)
         log.info("creating %d loop filesystems", self.plan.max_n)
         self.pool.create(self.plan.prefill(), self.pattern)
-        self.saved_dirty = vmdirty.apply(self.plan.max_dirty_bytes())
         return bw
 
     def _cycle(self, n: int, d: int, method: str, run: int,
                paths: Sequence[str]) -> Dict[str, Any]:
         assert self.ctx and self.writers
         mounts = self.pool.mounts[:n]
-        w0 = loops.written_mib(mounts)
+        devices = [m.device for m in mounts]
+        w0 = loops.written_mib(devices)
         for m in mounts:
             loops.write_mib(m.data_file, d, self.pattern, False)
         self.writers.reset()
-        w1 = loops.written_mib(mounts)
+        w1 = loops.written_mib(devices)
         times: Optional[CycleTimes] = None
         error = None
         try:
@@ -240,7 +249,7 @@ class Bench:
             # Writers blocked on a mount left frozen would never answer.
             self.pool.thaw_all()
         samples = self.writers.samples()
-        w2 = loops.written_mib(mounts)
+        w2 = loops.written_mib(devices)
         worst = max(range(n), key=lambda i: samples[i].max_ns)
         return {
             "n": n, "d_mib": d, "method": method, "run": run,
@@ -292,6 +301,20 @@ class Bench:
         paths = [m.path for m in self.pool.mounts[:n]]
         _check_ours(paths, self.workdir)
         return peak_threads(self.ctx, paths)
+
+    def quiet_thaw(self) -> Dict[str, Any]:
+        """Thaw alone at the largest N: clean filesystems and no writers,
+        whose wake-ups at the thaw compete with it for the CPUs."""
+        assert self.ctx
+        n = self.plan.max_n
+        paths = [m.path for m in self.pool.mounts[:n]]
+        _check_ours(paths, self.workdir)
+        out: Dict[str, Any] = {"n": n}
+        for method in self.plan.methods:
+            thaws = [METHODS[method](self.ctx, paths).thaw_ms
+                     for _ in range(self.plan.runs)]
+            out[method] = report.stats(thaws)
+        return out
 
     def overhead(self) -> Optional[Dict[str, Any]]:
         if not self.plan.overhead_runs:
@@ -356,6 +379,7 @@ def _main_locked(plan: Plan, args: argparse.Namespace) -> int:
             bench.run_config(n, d)
             log.info("N=%d D=%d done in %.1f s", n, d, time.monotonic() - t0)
         doc["threads"] = bench.threads()
+        doc["quiet_thaw_ms"] = bench.quiet_thaw()
         doc["overhead"] = bench.overhead()
     except KeyboardInterrupt:
         log.error("interrupted: cleaning up, no results written")
@@ -380,7 +404,7 @@ def _finish(doc: Dict[str, Any], bench: Bench, plan: Plan,
                thread_cap=_thread_cap(), summary=summary,
                cycles=bench.cycles)
     doc["targets"] = report.targets(summary, bench.cycles, doc["threads"],
-                                    doc["thread_cap"])
+                                    doc["thread_cap"], doc["quiet_thaw_ms"])
     os.makedirs(args.results, exist_ok=True)
     stem = os.path.join(args.results,
                         "freeze-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -392,6 +416,7 @@ def _finish(doc: Dict[str, Any], bench: Bench, plan: Plan,
             log.info("no plot: %s", skipped)
     report.write_json(stem + ".json", doc)
     print(report.table(summary, floor))
+    print("\n" + report.quiet_thaw_text(doc["quiet_thaw_ms"]))
     if doc["overhead"]:
         print("\n" + overhead.text(doc["overhead"]))
     print("\n" + report.targets_text(doc["targets"]))

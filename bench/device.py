@@ -1,6 +1,6 @@
 """The physical floor: how fast the disk under the loop images takes
-sequential direct writes, measured through a loop device set up exactly like
-the bench's filesystems (same image directory, direct-io)."""
+writes, measured through loop devices set up exactly like the bench's
+filesystems (same image directory, direct-io); and the machine's facts."""
 from __future__ import annotations
 
 import mmap
@@ -10,62 +10,101 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Tuple
 
 from bench import loops
 
 BLOCK = 1024 * 1024
 
 
-def _write_region(fd: int, buf: mmap.mmap, first: int, count: int) -> None:
-    for i in range(first, first + count):
-        os.pwrite(fd, buf, i * BLOCK)
-
-
-def _pass(device: str, mib: int, streams: int) -> float:
-    """Write MIB MiB in STREAMS parallel regions with O_DIRECT, then
-    fdatasync (a freeze ends with a cache flush too); returns MiB/s."""
+def _direct(device: str, mib: int, first: int = 0) -> None:
     buf = mmap.mmap(-1, BLOCK)       # page-aligned, as O_DIRECT requires
     buf.write(os.urandom(BLOCK))
     fd = os.open(device, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
     try:
-        per = mib // streams
-        threads = [threading.Thread(target=_write_region,
-                                    args=(fd, buf, s * per, per))
-                   for s in range(streams)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        for i in range(first, first + mib):
+            os.pwrite(fd, buf, i * BLOCK)
+        # A freeze ends with a cache flush too.
         os.fdatasync(fd)
-        elapsed = time.monotonic() - t0
     finally:
         os.close(fd)
         buf.close()
-    return per * streams / elapsed
 
 
-def measure(workdir: str, mib: int, streams: int) -> Dict[str, Any]:
-    """Sequential (1 stream) and parallel (STREAMS) bandwidth, each the best
-    of two passes over blocks already allocated in the sparse image (as the
-    bench's own cycles overwrite allocated blocks)."""
-    image = os.path.join(workdir, "bandwidth.img")
-    loops.make_image(image, mib)
-    device = loops.attach(image)
+def _buffered(fd: int, mib: int, pattern: bytes) -> None:
+    for i in range(mib):
+        os.pwrite(fd, pattern, i * BLOCK)
+
+
+def _writeback(devs: List[str], per: int, pattern: bytes) -> float:
+    """Dirty PER MiB of each device's page cache, then fsync all in
+    parallel; MiB/s of what really went out during the fsyncs (0 if the
+    kernel wrote much of it back early).  The fds stay open throughout: the
+    last close of a block device writes its cache back."""
+    fds = [os.open(d, os.O_WRONLY | os.O_CLOEXEC) for d in devs]
     try:
-        dio = loops.direct_io_active(device)
-        first = _pass(device, mib, 1)      # allocates the image's blocks
-        seq = max(_pass(device, mib, 1) for _ in range(2))
-        par = max(_pass(device, mib, streams) for _ in range(2))
+        _parallel([(_buffered, (fd, per, pattern)) for fd in fds])
+        w0 = loops.written_mib(devs)
+        elapsed = _parallel([(os.fsync, (fd,)) for fd in fds])
+        written = loops.written_mib(devs) - w0
     finally:
-        subprocess.run(["losetup", "-d", device], check=False)
-        os.unlink(image)
-    return {"mib": mib, "block_bytes": BLOCK, "loop_direct_io": dio,
-            "first_pass_mib_s": round(first, 1),
-            "seq_mib_s": round(seq, 1),
-            "parallel_streams": streams, "parallel_mib_s": round(par, 1),
-            "floor_mib_s": round(max(seq, par), 1)}
+        for fd in fds:
+            os.close(fd)
+    return written / elapsed if written >= 0.9 * per * len(devs) else 0.0
+
+
+def _parallel(jobs: List[Tuple[Callable[..., None], tuple]]) -> float:
+    """Run the jobs in threads (the writes release the GIL); seconds."""
+    threads = [threading.Thread(target=f, args=a) for f, a in jobs]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - t0
+
+
+def measure(workdir: str, mib: int, devices: int) -> Dict[str, Any]:
+    """Three ways to put MIB MiB on the disk under the images, through loop
+    devices set up like the bench's own, each the best of two passes over
+    blocks already allocated (the cycles overwrite allocated blocks too):
+
+    - seq: one stream of 1 MiB O_DIRECT writes to one device;
+    - direct_parallel: one such stream per device, DEVICES devices;
+    - writeback: MIB MiB dirtied in the page cache of DEVICES devices, then
+      fsync of all in parallel: the path a freeze's sync takes, whose deep
+      queues a virtual disk rewards.
+
+    The floor is total dirty / the fastest of the three."""
+    per = max(mib // devices, 1)
+    pattern = os.urandom(BLOCK)
+    devs: List[str] = []
+    try:
+        for i in range(devices):
+            image = os.path.join(workdir, "bandwidth%d.img" % i)
+            loops.make_image(image, per)
+            devs.append(loops.attach(image))
+        total = per * len(devs)
+        first = total / _parallel([(_direct, (d, per)) for d in devs])
+        seq = max(per / _parallel([(_direct, (devs[0], per))])
+                  for _ in range(2))
+        par = max(total / _parallel([(_direct, (d, per)) for d in devs])
+                  for _ in range(2))
+        wb = max(_writeback(devs, per, pattern) for _ in range(2))
+        dio = loops.direct_io_active(devs[0])
+    finally:
+        for d in devs:
+            subprocess.run(["losetup", "-d", d], check=False)
+        for i in range(devices):
+            try:
+                os.unlink(os.path.join(workdir, "bandwidth%d.img" % i))
+            except OSError:
+                pass
+    return {"mib": total, "devices": len(devs), "block_bytes": BLOCK,
+            "loop_direct_io": dio, "first_pass_mib_s": round(first, 1),
+            "seq_mib_s": round(seq, 1), "direct_parallel_mib_s": round(par, 1),
+            "writeback_mib_s": round(wb, 1),
+            "floor_mib_s": round(max(seq, par, wb), 1)}
 
 
 def _read(path: str) -> str:

@@ -62,13 +62,13 @@ def direct_io_active(device: str) -> bool:
         return False
 
 
-def written_mib(mounts: Sequence[LoopMount]) -> float:
-    """MiB written so far to the loop devices under MOUNTS (sysfs stat,
-    field 7: sectors written).  Deltas of this show whether the dirty data
-    reached the disk inside the freeze or leaked out before it."""
+def written_mib(devices: Sequence[str]) -> float:
+    """MiB written so far to DEVICES (sysfs stat, field 7: sectors
+    written).  Deltas of this show whether the dirty data reached the disk
+    inside the freeze or leaked out before it."""
     sectors = 0
-    for m in mounts:
-        with open("/sys/block/%s/stat" % os.path.basename(m.device)) as f:
+    for device in devices:
+        with open("/sys/block/%s/stat" % os.path.basename(device)) as f:
             sectors += int(f.read().split()[6])
     return sectors * 512 / 2**20
 

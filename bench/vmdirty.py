@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 PROC = "/proc/sys/vm/"
 KEYS = ("dirty_background_bytes", "dirty_background_ratio", "dirty_bytes",
-        "dirty_ratio", "dirty_expire_centisecs", "dirty_writeback_centisecs")
+        "dirty_ratio", "dirty_expire_centisecs")
 SAVED = "/run/vmsnapshot-bench-vm-dirty.json"
 # Lowest value the kernel accepts for dirty_bytes is two pages.
 MIN_BYTES = 2 * 4096
@@ -44,7 +44,6 @@ def restore(saved: Dict[str, int]) -> None:
         else:
             _write(ratio, saved[ratio])
     _write("dirty_expire_centisecs", saved["dirty_expire_centisecs"])
-    _write("dirty_writeback_centisecs", saved["dirty_writeback_centisecs"])
 
 
 def recover() -> None:
@@ -60,18 +59,26 @@ def recover() -> None:
     os.unlink(SAVED)
 
 
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def apply(dirty_bytes: int) -> Dict[str, int]:
-    """Allow DIRTY_BYTES (plus headroom) of dirty page cache without any
-    writeback: no background flush below the limit, no age-based flush, no
-    periodic flusher.  Returns the values in force before."""
+    """Allow DIRTY_BYTES of the bench's dirty page cache without writeback:
+    no age-based flush, and a background threshold with headroom for what
+    the rest of the machine dirties meanwhile (crossing it would flush the
+    bench's data too).  Returns the values in force before."""
     saved = read()
     with open(SAVED, "w") as f:
         json.dump(saved, f)
-    limit = dirty_bytes + 512 * 1024 * 1024
+    limit = dirty_bytes + max(2 * 2**30, _mem_total() // 4)
     _write("dirty_bytes", 2 * limit)
     _write("dirty_background_bytes", limit)
     _write("dirty_expire_centisecs", 360000)
-    _write("dirty_writeback_centisecs", 0)
     return saved
 
 
