@@ -276,3 +276,9 @@ def test_exit_detection_without_pidfd(scripts: Scripts, monkeypatch,
     assert handle.pidfd is None
     res = handle.wait(5)
     assert res is not None and res.returncode == 7
+
+
+def test_duration_counts_from_before_the_exec(no_leaks):
+    res = run_process(["sleep", "0.3"], timeout=10)
+    assert res.duration_ms >= 300
+    assert run_process(["true"], timeout=10).duration_ms > 0

@@ -171,7 +171,7 @@ class ProcessHandle:
 
     def __init__(self, argv: Tuple[str, ...], proc: subprocess.Popen,
                  drain: _Drain, stdin_fd: Optional[int], grace: float,
-                 tail_lines: int):
+                 tail_lines: int, started: float):
         self.argv = argv
         self.proc = proc
         self.pid = proc.pid
@@ -179,7 +179,7 @@ class ProcessHandle:
         self.stdin_fd = stdin_fd
         self.grace = grace
         self.tail_lines = tail_lines
-        self.started = time.monotonic()
+        self.started = started
         self.exited_at: Optional[float] = None
         self.result: Optional[ProcessResult] = None
         self.pidfd: Optional[int] = None
@@ -343,6 +343,7 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
     err_r, err_w = os.pipe() if watch_line is not None else (None, None)
     in_r, in_w = os.pipe() if stdin == PIPE else (None, None)
     to_close: List[Optional[int]] = [out_w, err_w, in_r]
+    started = time.monotonic()
     try:
         proc = subprocess.Popen(
             argv, executable=executable, pass_fds=pass_fds,
@@ -367,7 +368,7 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
         for fd in reads + ([in_w] if in_w is not None else []):
             os.close(fd)
         raise
-    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines)
+    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started)
 
 
 def run_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
