@@ -105,7 +105,14 @@ def test_only_a_post_script(tmp_path):
     (azure_json(timeoutInSeconds=-5), "-> timeoutInSeconds: got -5",
      "negative and 0 are not allowed"),
     (azure_json(timeoutInSeconds=0), "-> timeoutInSeconds: got 0",
-     "greater than 0"),
+     "a positive number of seconds, at most 86400"),
+    (azure_json(timeoutInSeconds=86401), "-> timeoutInSeconds: got 86401",
+     "at most 86400"),
+    (azure_json(timeoutInSeconds=10 ** 400), "-> timeoutInSeconds: got a "
+     "huge number", "at most 86400"),
+    ('{"preScriptLocation": "", "postScriptLocation": "", '
+     '"timeoutInSeconds": 1e400}', "-> timeoutInSeconds: got inf",
+     "at most 86400"),
     (azure_json(preScriptNoOfRetries=-1), "-> preScriptNoOfRetries: got -1",
      "0 = one attempt"),
     (azure_json(postScriptNoOfRetries=1.5), "-> postScriptNoOfRetries: got "

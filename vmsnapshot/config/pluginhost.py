@@ -22,7 +22,8 @@ import configparser
 import logging
 import math
 import re
-from typing import Dict, List, Optional
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
 
 from vmsnapshot.config import azure_json
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin
@@ -91,17 +92,32 @@ def _positive(p: Problems, key: str, value: str, integer: bool
     return float(text)
 
 
-def load(path: str, records: List[ErrorRecord], root: str = "/"
-         ) -> Optional[Config]:
-    p = Problems(path, Catalogue.INCORRECT_PLUGINHOST_FILE, records)
-    text = read_config_file(p)
-    section = None if text is None else _parse(text, p)
-    if section is None:
+def _entry(p: Problems, section: Dict[str, str], i: int
+           ) -> Optional[Tuple[str, str]]:
+    """(name, JSON path) of plugin ``i``, or None after saying why not."""
+    values = []
+    for base, expected in (("pluginName", "the plugin's name"),
+                           ("pluginConfigPath",
+                            "the absolute path of its JSON file")):
+        value = section.get((base + str(i)).lower(), "").strip()
+        if not value:
+            p.add(("[pre_post]", base + str(i)), "missing or empty",
+                  expected)
+        values.append(value)
+    name, json_path = values
+    if not name or not json_path:
         return None
-    cap = None
-    if "timeoutinseconds" in section:
-        cap = _positive(p, "timeoutInSeconds", section["timeoutinseconds"],
-                        integer=False)
+    if not json_path.startswith("/"):
+        p.add(("[pre_post]", "pluginConfigPath%d" % i),
+              "got %r, not an absolute path" % json_path,
+              "the absolute path of the plugin's JSON file")
+        return None
+    return name, json_path
+
+
+def _count(p: Problems, section: Dict[str, str]) -> Optional[int]:
+    """numberOfPlugins; keys indexed beyond it are mistakes Azure would
+    silently ignore."""
     if "numberofplugins" not in section:
         p.add(("[pre_post]", "numberOfPlugins"), "missing key",
               "the number of plugins, 1 or more")
@@ -118,9 +134,25 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
                   "index %s is not below numberOfPlugins = %d"
                   % (m.group(2), n),
                   "numberOfPlugins raised, or this key removed")
+    return n
+
+
+def load(path: str, records: List[ErrorRecord], root: str = "/"
+         ) -> Optional[Config]:
+    p = Problems(path, Catalogue.INCORRECT_PLUGINHOST_FILE, records)
+    text = read_config_file(p)
+    section = None if text is None else _parse(text, p)
+    if section is None:
+        return None
+    cap = None
+    if "timeoutinseconds" in section:
+        cap = _positive(p, "timeoutInSeconds", section["timeoutinseconds"],
+                        integer=False)
+    n = _count(p, section)
+    if n is None:
+        return None
     plugins: List[Plugin] = []
-    freeze = True
-    keep_going = True
+    freeze = keep_going = True
     sources = [path]
     seen: Dict[str, int] = {}
     for i in range(n):
@@ -130,51 +162,32 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
                   "is %d but only %d keys are given" % (n, len(section)),
                   "one pluginName/pluginConfigPath pair per plugin")
             break
-        values = {}
-        for base in ("pluginName", "pluginConfigPath"):
-            key = base + str(i)
-            value = section.get(key.lower(), "").strip()
-            if not value:
-                p.add(("[pre_post]", key), "missing or empty",
-                      "the plugin's name" if base == "pluginName" else
-                      "the absolute path of its JSON file")
-            values[base] = value
-        name, json_path = values["pluginName"], values["pluginConfigPath"]
-        if not name or not json_path:
+        entry = _entry(p, section, i)
+        if entry is None:
             continue
-        if not json_path.startswith("/"):
-            p.add(("[pre_post]", "pluginConfigPath%d" % i),
-                  "got %r, not an absolute path" % json_path,
-                  "the absolute path of the plugin's JSON file")
-            continue
+        name, json_path = entry
         if json_path in seen:
             p.add(("[pre_post]", "pluginConfigPath%d" % i),
                   "same file as pluginConfigPath%d" % seen[json_path],
                   "one JSON file per plugin (its scripts would run twice)")
             continue
         seen[json_path] = i
-        real = under_root(json_path, root)
-        sources.append(real)
-        parsed = azure_json.read(
-            Problems(real, Catalogue.INCORRECT_JSON_CONFIG_FILE, records))
+        sources.append(under_root(json_path, root))
+        parsed = azure_json.read(Problems(
+            sources[-1], Catalogue.INCORRECT_JSON_CONFIG_FILE, records))
         if parsed is None:
             continue
         # Azure ANDs the plugins' answers: one application that cannot
         # stand a freeze, or wants failures to stop the backup, wins.
         freeze = freeze and parsed.fs_freeze_enabled
         keep_going = keep_going and parsed.continue_on_failure
-        if parsed.plugin is None:
-            continue
-        unique = name if name not in {q.name for q in plugins} \
-            else "%s[%d]" % (name, i)
-        timeout = parsed.plugin.timeout
-        plugins.append(Plugin(
-            name=unique, pre=parsed.plugin.pre, post=parsed.plugin.post,
-            timeout=min(timeout, cap) if cap else timeout,
-            pre_retries=parsed.plugin.pre_retries,
-            post_retries=parsed.plugin.post_retries,
-            source=real,
-            plugin_path=section.get("pluginpath%d" % i, "").strip()))
+        if parsed.plugin is not None:
+            taken = {q.name for q in plugins}
+            plugins.append(replace(
+                parsed.plugin,
+                name=name if name not in taken else "%s[%d]" % (name, i),
+                timeout=min(parsed.plugin.timeout, cap or math.inf),
+                plugin_path=section.get("pluginpath%d" % i, "").strip()))
     return Config(freeze=FreezeSettings(enabled=freeze),
                   continue_on_failure=keep_going, plugins=tuple(plugins),
                   sources=tuple(sources))

@@ -22,6 +22,9 @@ Crumb = Union[str, int]
 # A configuration file is a few hundred bytes; refusing huge ones keeps a
 # mistaken --config /var/log/big.log from eating memory.
 MAX_CONFIG_BYTES = 1 << 20
+# A day: longer is a typo, and waits beyond what threading and the C
+# watchdog's nanosecond arithmetic accept would fail at run time instead.
+MAX_SECONDS = 86400
 
 
 class Problems:
@@ -87,16 +90,23 @@ def want_bool(p: Problems, where: Sequence[Crumb], value: Any
 
 def want_seconds(p: Problems, where: Sequence[Crumb],
                  value: Any) -> Optional[float]:
-    """A positive, finite number of seconds; bool is not a number."""
+    """A positive number of seconds, at most MAX_SECONDS; bool is not a
+    number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         p.add(where, "got " + describe(value),
               "a positive number of seconds")
         return None
-    if not math.isfinite(value) or value <= 0:
-        p.add(where, "got %r" % value, "a positive number of seconds "
-              "(greater than 0; negative and 0 are not allowed)")
+    try:
+        seconds = float(value)
+    except OverflowError:       # an int beyond any float
+        seconds = math.inf
+    if not 0 < seconds <= MAX_SECONDS:
+        shown = "a huge number" if seconds == math.inf and \
+            isinstance(value, int) else repr(value)
+        p.add(where, "got " + shown, "a positive number of seconds, at most %d (negative and 0 "
+              "are not allowed)" % MAX_SECONDS)
         return None
-    return float(value)
+    return seconds
 
 
 def want_count(p: Problems, where: Sequence[Crumb], value: Any
