@@ -217,3 +217,13 @@ def test_big_output_is_bounded(scripts: Scripts, no_leaks):
     res = only(run_phase([plugin], "pre"))
     assert time.monotonic() - start < 20      # seconds, not a hang
     assert res.ok and res.output_tail[-1] == "the end"
+
+
+def test_missing_interpreter(scripts: Scripts, no_leaks):
+    path = scripts.write("interp", "exit 0\n", shebang="#!/nonexistent/sh")
+    res = only(run_phase([Plugin("interp", None, (path,))], "post"))
+    assert res.error.entry.error_name == "Post-ScriptExecutionFailed"
+    assert res.error.message.endswith(
+        "could not be executed: %s: No such file or directory (is /proc "
+        "mounted? or the #! interpreter missing?)" % path)
+    assert res.attempts == 1 and res.returncode is None

@@ -98,7 +98,12 @@ def failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
 
 def exec_failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
                         trusted: TrustedScript, exc: OSError) -> ErrorRecord:
-    hint = " (no #! line?)" if exc.errno == errno.ENOEXEC else ""
+    # We exec /proc/self/fd/N: ENOENT there means no /proc, EACCES a noexec
+    # mount (root bypasses the mode bits, which trust checked already).
+    hint = {errno.ENOEXEC: " (no #! line?)",
+            errno.EACCES: " (on a noexec mount?)",
+            errno.ENOENT: " (is /proc mounted? or the #! interpreter "
+                          "missing?)"}.get(exc.errno or 0, "")
     return ErrorRecord(phase_entries(phase).failed,
                        "%s could not be executed: %s: %s%s"
                        % (_label(plugin, phase, argv), trusted.real_path,
