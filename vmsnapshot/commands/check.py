@@ -102,7 +102,8 @@ def _prediction(config: Optional[Config], config_ok: bool, pre_ok: bool,
         return policy.FAILED, (
             "a pre-script would fail and %s, so no snapshot"
             % ("continueBackupOnFailure is false"
-               if not config.continue_on_failure else "the freeze is disabled"))
+               if not config.continue_on_failure
+               else "the freeze is disabled"))
     level = policy.level(pre, policy.FreezeOutcome(freeze_ok, freeze_ok,
                                                    True))
     if level == policy.APPLICATION:
