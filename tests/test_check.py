@@ -82,7 +82,7 @@ def test_templates_with_700_scripts_are_application(capsys, azure_root,
               preScriptParams=["a b", ""])
     status, out, summary = check(capsys, root=azure_root)
     assert status == 0, out
-    assert "plugin ScriptRunner: pre %s a b: ok" % pre in out
+    assert "plugin ScriptRunner: pre %s 'a b': ok" % pre in out
     assert "plugin ScriptRunner: post %s: ok" % post in out
     assert summary == ("summary: OK: a run would be application-consistent "
                        "at best (1 pre-script, freeze enabled)")

@@ -8,6 +8,7 @@ reach as configured, assuming every selected mount freezes in time.
 """
 from __future__ import annotations
 
+import shlex
 from typing import List, Optional, Tuple
 
 from vmsnapshot import freezer, policy, trust
@@ -56,7 +57,7 @@ def _check_scripts(config: Config, problems: List[ErrorRecord],
             if not argv:
                 continue
             label = "plugin %s: %s %s" % (plugin.name, phase,
-                                          " ".join(argv))
+                                          shlex.join(argv))
             try:
                 trust.check_script(argv[0], phase)
             except VmsnapshotError as e:
