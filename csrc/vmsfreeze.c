@@ -32,9 +32,13 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +49,6 @@
  * hundreds of threads (stacks, kernel tasks) at the most delicate moment.
  */
 #define WORKER_STACK	(256 * 1024)
-#define MONITOR_POLL_MS	50
 #define NS_PER_SEC	1000000000LL
 
 /* Records sent to the guardian (see vms_guardian_spawn). */
@@ -90,18 +93,19 @@ struct vms_run {
 	int *waves;		/* distinct waves, ascending */
 	size_t nwaves;
 	int max_threads;
-	int notify_fd;
+	int notify_fd;		/* our dup of the guardian socket, or -1 */
+	int wake_fd;		/* eventfd waking the monitor, or -1 */
 	int64_t start_ns;
 	int64_t deadline_ns;
 	int64_t fired_after_ns;
 	int fired;		/* the watchdog fired (and thaws/thawed) */
 	int fire_now;		/* fire before the deadline */
 	int abort;		/* no new FIFREEZE; late freezes thaw at once */
-	int stop;		/* vms_thaw: the watchdog exits without firing */
+	int stop;		/* vms_thaw: the watchdog ends without firing */
 	int freed;		/* vms_free was called */
 	int guardian_lost;
 	int wd_started;
-	int wd_claimed;		/* somebody joins or detached the watchdog */
+	int wd_claimed;		/* somebody joins (or detached) the watchdog */
 	pthread_t wd;
 	struct batch fb;	/* the freeze batch; may be abandoned */
 };
@@ -160,6 +164,10 @@ static void run_destroy(struct vms_run *run)
 	for (i = 0; i < run->n; i++)
 		if (run->m[i].fd >= 0)
 			close(run->m[i].fd);
+	if (run->notify_fd >= 0)
+		close(run->notify_fd);
+	if (run->wake_fd >= 0)
+		close(run->wake_fd);
 	pthread_cond_destroy(&run->wd_cond);
 	pthread_cond_destroy(&run->cond);
 	pthread_mutex_destroy(&run->lock);
@@ -504,13 +512,14 @@ static void *watchdog_main(void *arg)
 }
 
 /*
- * With a guardian: poll its socket and fire the watchdog at once when it
- * closes (the guardian died).  Exits when the run is thawed or freed.
+ * With a guardian: wait for its socket to close (the guardian died) and
+ * then fire the watchdog at once; run->wake_fd ends the wait when the run
+ * is thawed or freed.
  */
 static void *monitor_main(void *arg)
 {
 	struct vms_run *run = arg;
-	struct pollfd pfd;
+	struct pollfd pfd[2];
 	int r, done;
 
 	for (;;) {
@@ -519,23 +528,33 @@ static void *monitor_main(void *arg)
 		pthread_mutex_unlock(&run->lock);
 		if (done)
 			break;
-		pfd.fd = run->notify_fd;
-		pfd.events = POLLIN | POLLRDHUP;
-		pfd.revents = 0;
-		r = poll(&pfd, 1, MONITOR_POLL_MS);
-		if (r < 0 && errno == EINTR)
+		pfd[0].fd = run->notify_fd;
+		pfd[0].events = POLLIN | POLLRDHUP;
+		pfd[1].fd = run->wake_fd;
+		pfd[1].events = POLLIN;
+		pfd[0].revents = pfd[1].revents = 0;
+		r = poll(pfd, 2, -1);
+		if ((r < 0 && errno == EINTR) || (r > 0 && !pfd[0].revents))
 			continue;
-		/* The guardian never writes: any event (or a poll error) means
-		 * the socket is gone. */
-		if (r != 0) {
-			pthread_mutex_lock(&run->lock);
-			guardian_lost_locked(run);
-			pthread_mutex_unlock(&run->lock);
-			break;
-		}
+		/* The guardian never writes: any event on its socket (or a
+		 * poll error) means it is gone. */
+		pthread_mutex_lock(&run->lock);
+		guardian_lost_locked(run);
+		pthread_mutex_unlock(&run->lock);
+		break;
 	}
 	run_put(run);
 	return NULL;
+}
+
+/* Wake the monitor (if any) to re-check the run's flags. */
+static void wake_monitor(struct vms_run *run)
+{
+	uint64_t one = 1;
+
+	if (run->wake_fd >= 0 && write(run->wake_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already non-zero, it will wake. */
+	}
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -551,7 +570,7 @@ static int cmp_int(const void *a, const void *b)
  * (ENOMEM, or a pthread init error).
  */
 static struct vms_run *run_new(const struct vms_mount *mounts, size_t n,
-			       int max_threads, int notify_fd)
+			       int max_threads)
 {
 	pthread_condattr_t ca;
 	struct vms_run *run;
@@ -585,7 +604,8 @@ static struct vms_run *run_new(const struct vms_mount *mounts, size_t n,
 		goto fail;
 	run->refs = 1;
 	run->n = n;
-	run->notify_fd = notify_fd;
+	run->notify_fd = -1;
+	run->wake_fd = -1;
 	run->fired_after_ns = -1;
 	run->max_threads = max_threads <= 0 || max_threads > VMS_DEFAULT_THREADS
 			   ? VMS_DEFAULT_THREADS : max_threads;
@@ -643,9 +663,21 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 		return -1;
 	}
 	*out = NULL;
-	run = run_new(mounts, n, max_threads, notify_fd);
+	run = run_new(mounts, n, max_threads);
 	if (!run)
 		return -1;
+	/* Like the mount fds: a late note must never reach a reused fd. */
+	if (notify_fd >= 0) {
+		run->notify_fd = fcntl(notify_fd, F_DUPFD_CLOEXEC, 0);
+		if (run->notify_fd >= 0)
+			run->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (run->notify_fd < 0 || run->wake_fd < 0) {
+			err = errno;
+			run_destroy(run);
+			errno = err;
+			return -1;
+		}
+	}
 	run->start_ns = start;
 	/* Clamp so that the deadline cannot overflow. */
 	if (timeout_ms > (INT64_MAX / 4) / 1000000)
@@ -661,7 +693,7 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 		return -1;
 	}
 	run->wd_started = 1;
-	if (notify_fd >= 0) {
+	if (run->notify_fd >= 0) {
 		run->refs++;
 		err = spawn(NULL, 1, monitor_main, run);
 		if (err) {
@@ -703,6 +735,7 @@ int vms_thaw(struct vms_run *run)
 	pthread_mutex_lock(&run->lock);
 	run->stop = 1;
 	run->abort = 1;
+	wake_monitor(run);
 	skip_pending_locked(run);
 	pthread_cond_signal(&run->wd_cond);
 	pthread_cond_broadcast(&run->cond);
@@ -775,6 +808,7 @@ void vms_free(struct vms_run *run)
 		return;
 	pthread_mutex_lock(&run->lock);
 	run->freed = 1;
+	wake_monitor(run);
 	detach = run->wd_started && !run->wd_claimed;
 	run->wd_claimed = 1;
 	if (detach) {
@@ -872,4 +906,332 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos)
 	for (i = 0; i < n; i++)
 		failed += errnos[i] != 0;
 	return failed;
+}
+
+/*
+ * The guardian (see vms_guardian_spawn).  Everything it needs is prepared
+ * before fork(); after it, only async-signal-safe calls are made (the fork
+ * of a multithreaded process may inherit locks held by other threads,
+ * malloc's among them) and the child never returns to the caller.
+ */
+#define G_INTENT	0x1	/* FIFREEZE announced */
+#define G_FROZEN	0x2	/* FIFREEZE succeeded */
+#define G_NOT_OURS	0x4	/* FIFREEZE failed: never thaw */
+#define G_RELEASED	0x8	/* thawed, by the run or by us */
+
+struct guardian {
+	size_t n;
+	int sock;
+	int64_t grace_ms;
+	int *fds;		/* the caller's mount fds, inherited */
+	size_t *order;		/* mount indices, highest wave first */
+	unsigned char *flags;	/* G_* per mount */
+	int *keep;		/* fds to keep open, ascending, unique */
+	size_t nkeep;
+	int maxfd;		/* bound for closing without close_range */
+};
+
+static void guardian_free(struct guardian *g)
+{
+	free(g->fds);
+	free(g->order);
+	free(g->flags);
+	free(g->keep);
+	free(g);
+}
+
+/* Close fds lo..hi (inclusive); async-signal-safe. */
+static void close_span(unsigned int lo, unsigned int hi, int maxfd)
+{
+	unsigned int fd;
+
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, lo, hi, 0) == 0)
+		return;
+#endif
+	for (fd = lo; fd <= hi && fd <= (unsigned int)maxfd; fd++)
+		close((int)fd);
+}
+
+/* Close every fd but g->keep[]; async-signal-safe. */
+static void close_others(const struct guardian *g)
+{
+	unsigned int lo = 0;
+	size_t k;
+
+	for (k = 0; k < g->nkeep; k++) {
+		if ((unsigned int)g->keep[k] > lo)
+			close_span(lo, (unsigned int)g->keep[k] - 1, g->maxfd);
+		lo = (unsigned int)g->keep[k] + 1;
+	}
+	close_span(lo, ~0U, g->maxfd);
+}
+
+/*
+ * Thaw every mount announced and neither released nor failed, highest wave
+ * first, confirmed freezes before merely announced ones: an announced
+ * FIFREEZE may still be blocked behind a confirmed one, and its FITHAW
+ * then waits for that freeze to end, which thawing the others allows.
+ * A mount thawed here (or found thawed) is marked released; only an
+ * announced one whose FITHAW found it not frozen (EINVAL: its FIFREEZE may
+ * not have finished) stays a candidate for a later pass.  Blocks in FITHAW.
+ */
+static void guardian_thaw(struct guardian *g)
+{
+	unsigned char f;
+	size_t k, i;
+	int pass, r;
+
+	for (pass = 0; pass < 2; pass++) {
+		for (k = 0; k < g->n; k++) {
+			i = g->order[k];
+			f = g->flags[i];
+			if (!(f & G_INTENT) || (f & (G_RELEASED | G_NOT_OURS)))
+				continue;
+			if (((f & G_FROZEN) != 0) != (pass == 0))
+				continue;
+			do
+				r = ioctl(g->fds[i], FITHAW, 0);
+			while (r < 0 && errno == EINTR);
+			if (r == 0 || errno != EINVAL || (f & G_FROZEN))
+				g->flags[i] |= G_RELEASED;
+		}
+	}
+}
+
+/* Apply one record; returns 1 on END, -1 if it makes no sense. */
+static int guardian_record(struct guardian *g, const struct note *rec,
+			   int64_t *deadline)
+{
+	static const unsigned char flag_of[] = {
+		[NOTE_INTENT] = G_INTENT,
+		[NOTE_FROZEN] = G_FROZEN,
+		[NOTE_NOT_OURS] = G_NOT_OURS,
+		[NOTE_RELEASED] = G_RELEASED,
+	};
+
+	if (rec->magic != NOTE_MAGIC)
+		return -1;
+	if (rec->kind == NOTE_END)
+		return 1;
+	if (rec->kind == NOTE_START) {
+		*deadline = now_ns() +
+			    ((int64_t)rec->arg + g->grace_ms) * 1000000;
+		return 0;
+	}
+	if (rec->kind >= sizeof(flag_of) || !flag_of[rec->kind] ||
+	    rec->index >= g->n)
+		return -1;
+	g->flags[rec->index] |= flag_of[rec->kind];
+	return 0;
+}
+
+/* Become a quiet, separate process: signals, session, name, fds, OOM. */
+static void guardian_detach(const struct guardian *g)
+{
+	static const int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+				       SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU,
+				       SIGUSR1, SIGUSR2 };
+	struct sigaction sa;
+	sigset_t none;
+	size_t k;
+	int sig, fd;
+
+	/* The parent's handlers are Python's: never run them here. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	for (k = 0; k < sizeof(ignored) / sizeof(ignored[0]); k++)
+		sigaction(ignored[k], &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Out of the terminal's process group: a ^C aimed at the supervisor
+	 * must not take the guardian with it. */
+	setsid();
+	prctl(PR_SET_NAME, "vms-guardian", 0, 0, 0);
+	close_others(g);
+	/* Tiny and vital: the OOM killer should take the supervisor first
+	 * (its death is what the guardian is for).  Best effort; /proc is
+	 * never frozen. */
+	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "-1000", 5) < 0) {
+			/* not root: keep the default */
+		}
+		close(fd);
+	}
+}
+
+/*
+ * The guardian's life: read records until END (exit clean), EOF or an
+ * unreadable record (thaw, exit), or the run's deadline plus grace (thaw,
+ * then wait for EOF or END to retry what may have been mid-freeze).
+ */
+static void guardian_main(struct guardian *g)
+{
+	unsigned char buf[sizeof(struct note) * 64];
+	int64_t deadline = -1, left;
+	int status = VMS_GUARDIAN_CLEAN;
+	size_t have = 0, off;
+	struct pollfd pfd;
+	struct note rec;
+	ssize_t r;
+	int timeout, end;
+
+	guardian_detach(g);
+	for (;;) {
+		timeout = -1;
+		if (deadline >= 0) {
+			left = deadline - now_ns();
+			if (left <= 0) {
+				guardian_thaw(g);
+				status = VMS_GUARDIAN_DEADLINE;
+				deadline = -1;
+				continue;
+			}
+			left = (left + 999999) / 1000000;
+			timeout = left > INT32_MAX ? INT32_MAX : (int)left;
+		}
+		pfd.fd = g->sock;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, timeout) == 0)
+			continue;
+		r = read(g->sock, buf + have, sizeof(buf) - have);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r <= 0) {
+			/* EOF: every copy of the supervisor's end is closed,
+			 * so no FIFREEZE of the run is still in flight. */
+			guardian_thaw(g);
+			_exit(status == VMS_GUARDIAN_CLEAN ? VMS_GUARDIAN_EOF
+							   : status);
+		}
+		have += (size_t)r;
+		for (off = 0; have - off >= sizeof(rec); off += sizeof(rec)) {
+			memcpy(&rec, buf + off, sizeof(rec));
+			end = guardian_record(g, &rec, &deadline);
+			if (end > 0)
+				_exit(status);
+			if (end < 0) {
+				guardian_thaw(g);
+				_exit(VMS_GUARDIAN_PROTOCOL);
+			}
+		}
+		memmove(buf, buf + off, have - off);
+		have -= off;
+	}
+}
+
+static int cmp_size_by_wave_desc(const void *a, const void *b, void *waves)
+{
+	int x = ((const int *)waves)[*(const size_t *)a];
+	int y = ((const int *)waves)[*(const size_t *)b];
+
+	return (x < y) - (x > y);
+}
+
+/* Everything the guardian will need, allocated before fork. */
+static struct guardian *guardian_new(const int *fds, const int *waves,
+				     size_t n, int64_t grace_ms, int sock)
+{
+	struct guardian *g;
+	struct rlimit rl;
+	size_t i, j;
+
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->fds = calloc(n ? n : 1, sizeof(*g->fds));
+	g->order = calloc(n ? n : 1, sizeof(*g->order));
+	g->flags = calloc(n ? n : 1, sizeof(*g->flags));
+	g->keep = calloc(n + 1, sizeof(*g->keep));
+	if (!g->fds || !g->order || !g->flags || !g->keep) {
+		guardian_free(g);
+		errno = ENOMEM;
+		return NULL;
+	}
+	g->n = n;
+	g->sock = sock;
+	g->grace_ms = grace_ms;
+	for (i = 0; i < n; i++) {
+		g->fds[i] = fds[i];
+		g->order[i] = i;
+		g->keep[i] = fds[i];
+	}
+	g->keep[n] = sock;
+	qsort_r(g->order, n, sizeof(*g->order), cmp_size_by_wave_desc,
+		(void *)waves);
+	qsort(g->keep, n + 1, sizeof(*g->keep), cmp_int);
+	for (i = 0, j = 0; i < n + 1; i++)
+		if (j == 0 || g->keep[j - 1] != g->keep[i])
+			g->keep[j++] = g->keep[i];
+	g->nkeep = j;
+	g->maxfd = 65535;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+	    && rl.rlim_cur < (rlim_t)INT32_MAX)
+		g->maxfd = (int)rl.rlim_cur;
+	return g;
+}
+
+int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
+		       int64_t grace_ms, int *sock)
+{
+	struct guardian *g;
+	struct stat st;
+	int sv[2], err;
+	pid_t pid;
+	size_t i;
+
+	if ((n && (!fds || !waves)) || !sock || grace_ms < 0 ||
+	    grace_ms > INT32_MAX || n > UINT32_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* Every fd must be open now: the guardian keeps them by number. */
+	for (i = 0; i < n; i++)
+		if (fstat(fds[i], &st) < 0)
+			return -1;
+	/* A stream socket, not a pipe: no SIGPIPE (MSG_NOSIGNAL), and the
+	 * supervisor can poll its end for the guardian's death. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -1;
+	g = guardian_new(fds, waves, n, grace_ms, sv[1]);
+	if (!g) {
+		err = errno;
+		goto fail;
+	}
+	pid = fork();
+	if (pid == 0)
+		guardian_main(g);	/* never returns */
+	err = errno;
+	guardian_free(g);
+	if (pid < 0)
+		goto fail;
+	close(sv[1]);
+	*sock = sv[0];
+	return (int)pid;
+
+fail:
+	close(sv[0]);
+	close(sv[1]);
+	errno = err;
+	return -1;
+}
+
+int vms_guardian_end(int sock)
+{
+	struct note rec = { NOTE_MAGIC, NOTE_END, 0, 0 };
+	ssize_t r;
+
+	do
+		r = send(sock, &rec, sizeof(rec), MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r == (ssize_t)sizeof(rec))
+		return 0;
+	if (r >= 0)
+		errno = EIO;
+	return -1;
 }

@@ -125,6 +125,39 @@ int vms_thaw_fd(int fd);
  */
 int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
 
+/*
+ * Fork the guardian: a tiny process (pure C, no Python) that outlives the
+ * supervisor.  fds[i]/waves[i] must be the mounts, in the same order, that
+ * vms_freeze() is then given with notify_fd = *sock.  The guardian keeps
+ * its own copies of those fds and the socket, closes every other fd, and
+ * tracks the run's records: on EOF (the supervisor died: SIGKILL, OOM,
+ * segfault), on a broken record, or grace_ms after the run's own deadline
+ * (the supervisor is alive but stuck), it thaws every mount whose FIFREEZE
+ * was announced and not released nor failed, highest wave first, and
+ * exits.  On vms_guardian_end() it exits without thawing.  It ignores
+ * SIGINT/SIGTERM/SIGHUP (a new session; EOF is what ends it).
+ *
+ * Returns the guardian's pid (reap it with waitpid) and sets *sock to the
+ * supervisor's end (close-on-exec), or -1 with errno (nothing forked).
+ * Blocks only in fork().
+ */
+int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
+		       int64_t grace_ms, int *sock);
+
+/*
+ * Tell the guardian the run is over and nothing it froze is left frozen:
+ * it exits with VMS_GUARDIAN_CLEAN without thawing.  Send it only once
+ * vms_thaw() returned and vms_run_idle() is 1.  Returns 0, or -1 with
+ * errno (EPIPE: the guardian is gone).  Never blocks.
+ */
+int vms_guardian_end(int sock);
+
+/* The guardian's exit statuses. */
+#define VMS_GUARDIAN_CLEAN 0	/* clean end: thawed nothing */
+#define VMS_GUARDIAN_EOF 3	/* supervisor vanished: thawed what was left */
+#define VMS_GUARDIAN_DEADLINE 4	/* deadline + grace: thawed what was left */
+#define VMS_GUARDIAN_PROTOCOL 5	/* unreadable record: thawed what was left */
+
 /* The default and hard cap on worker threads per wave. */
 #define VMS_DEFAULT_THREADS 16
 

@@ -1,0 +1,141 @@
+"""The guardian: a tiny process forked by the C core before the freeze that
+thaws what the run froze if the supervisor dies (SIGKILL, OOM, segfault)
+or stays stuck past the deadline, so that only the simultaneous death of
+both can leave a freeze behind (the state file covers that case).
+
+Use::
+
+    g = Guardian.start(fds, waves)
+    run = FreezeRun(fds, waves, paths, timeout_s, notify_fd=g.notify_fd)
+    try:
+        run.freeze(); ...; run.thaw()
+    finally:
+        run.close()
+        result = g.stop(run)
+
+If the guardian dies first, the run notices (its socket closes) and the
+watchdog thaws at once: FreezeRun.guardian_lost() then says so.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from vmsnapshot import freezer
+from vmsnapshot.errors import Catalogue, FreezeError
+
+DEFAULT_GRACE_S = 1.0
+
+_BUSY = ("frozen", "freezing", "thawing")
+
+
+@dataclass(frozen=True)
+class GuardianExit:
+    """How the guardian ended: its exit code, or the signal that killed it,
+    or neither when it could not be reaped in time."""
+
+    code: Optional[int]
+    signal: Optional[int]
+
+    @property
+    def clean(self) -> bool:
+        """Ended on the run's clean end message, having thawed nothing."""
+        return self.code == 0
+
+    @property
+    def thawed(self) -> bool:
+        """It found the run unfinished and thawed what was left."""
+        return self.code is not None and self.code != 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return "killed by %s" % signal.Signals(self.signal).name
+        if self.code is None:
+            return "still running"
+        return _CODES.get(self.code, "exited with status %d" % self.code)
+
+
+_CODES = {
+    0: "clean end, thawed nothing",
+    3: "the supervisor vanished; thawed what was left",
+    4: "the deadline passed; thawed what was left",
+    5: "unreadable record; thawed what was left",
+}
+
+
+class Guardian:
+    """A running guardian process; stop() exactly once."""
+
+    def __init__(self, lib: Any, pid: int, sock: int) -> None:
+        self._lib = lib
+        self.pid = pid
+        self.notify_fd = sock
+        self._exit: Optional[GuardianExit] = None
+        self._stopped = False
+
+    @classmethod
+    def start(cls, fds: Sequence[int], waves: Sequence[int],
+              grace_s: float = DEFAULT_GRACE_S) -> "Guardian":
+        """Fork the guardian over these mount fds (the same fds and waves,
+        in the same order, as the FreezeRun it will watch). It thaws on
+        its own grace_s after the run's watchdog deadline."""
+        if len(fds) != len(waves):
+            raise ValueError("fds and waves differ in length")
+        mod = freezer.load()
+        ffi, lib = mod.ffi, mod.lib
+        sock = ffi.new("int *")
+        pid = lib.vms_guardian_spawn(ffi.new("int[]", list(fds) or [0]),
+                                     ffi.new("int[]", list(waves) or [0]),
+                                     len(fds), int(grace_s * 1000), sock)
+        if pid < 0:
+            raise FreezeError("cannot start the guardian process: %s"
+                              % os.strerror(ffi.errno),
+                              Catalogue.FS_FREEZE_FAILED)
+        return cls(lib, pid, sock[0])
+
+    def alive(self) -> bool:
+        return self._reap() is None
+
+    def _reap(self) -> Optional[GuardianExit]:
+        if self._exit is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                if os.WIFSIGNALED(status):
+                    self._exit = GuardianExit(None, os.WTERMSIG(status))
+                else:
+                    self._exit = GuardianExit(os.WEXITSTATUS(status), None)
+        return self._exit
+
+    def stop(self, run: Optional[freezer.FreezeRun],
+             timeout_s: float = 5.0) -> GuardianExit:
+        """End the guardian after run.close() and reap it. With run=None
+        (no freeze happened) or a run with nothing left frozen and no
+        worker inside an ioctl, the guardian exits without thawing;
+        otherwise it sees its socket close once the run is freed, and
+        thaws what is left. Waits up to timeout_s, then kills it."""
+        if self._stopped:
+            return self._exit or GuardianExit(None, None)
+        self._stopped = True
+        clean = run is None or (run.idle() and not any(
+            o.state in _BUSY for o in run.outcomes()))
+        if clean:
+            # Fails only if it is already gone; its exit status says why.
+            self._lib.vms_guardian_end(self.notify_fd)
+        os.close(self.notify_fd)
+        if not self._wait(timeout_s):
+            # Stuck (a FITHAW waiting for a stuck FIFREEZE): SIGKILL takes
+            # effect when the ioctl returns; do not wait for ever.
+            os.kill(self.pid, signal.SIGKILL)
+            self._wait(1.0)
+        return self._exit or GuardianExit(None, None)
+
+    def _wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._reap() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
