@@ -184,7 +184,7 @@ def test_broken_plugin_host_file(capsys, azure_root):
 
 def test_files_not_used_are_named(capsys, azure_root):
     native = write_file(in_root(azure_root, "/etc/vmsnapshot/vmsnapshot.toml"),
-                        "")
+                        "[policy]\n")
     status, out, summary = check(capsys, root=azure_root)
     assert status == 0
     assert out.splitlines()[0] == "configuration: %s (native TOML)" % native

@@ -92,8 +92,33 @@ def test_explicit_ini_missing_is_304(tmp_path):
 def test_shadowed_files_are_logged(tmp_path, caplog):
     root = str(tmp_path)
     write_file(in_root(root, SCRIPT_PLUGIN_PATH), JSON)
-    write_file(in_root(root, NATIVE_PATH), "")
+    write_file(in_root(root, NATIVE_PATH), "[policy]\n")
     assert load_config(root=root).plugins == ()
     assert "%s is not used: %s comes first in the search order" % (
         in_root(root, SCRIPT_PLUGIN_PATH), in_root(root, NATIVE_PATH)) \
         in caplog.text
+
+
+def test_shipped_native_template_does_not_hide_azure_files(tmp_path):
+    """The packaged /etc/vmsnapshot/vmsnapshot.toml is all comments; an
+    admin who then edits the Azure JSON gets the Azure configuration."""
+    import shutil
+    from tests.helpers.cli import ROOT
+    root = tmp_path / "root"
+    (root / "etc/vmsnapshot").mkdir(parents=True)
+    (root / "etc/azure").mkdir(parents=True)
+    native = root / "etc/vmsnapshot/vmsnapshot.toml"
+    shutil.copy(os.path.join(ROOT, "etc/vmsnapshot/vmsnapshot.toml"), native)
+    azure = root / "etc/azure/VMSnapshotScriptPluginConfig.json"
+    azure.write_text('{"pluginName": "ScriptRunner", '
+                     '"preScriptLocation": "/p", "postScriptLocation": "",'
+                     ' "fsFreezeEnabled": false}')
+    for f in (native, azure):
+        os.chmod(f, 0o600)
+    config = load_config(root=str(root))
+    assert config.freeze.enabled is False
+    assert [p.name for p in config.plugins] == ["ScriptRunner"]
+    # Once the native file sets something, it wins.
+    with open(native, "a") as f:
+        f.write("\n[freeze]\ntimeout = 5\n")
+    assert load_config(root=str(root)).freeze.timeout == 5

@@ -58,7 +58,8 @@ def _load(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
         config = load_config(opts.config_path)
         errors: List[ErrorRecord] = []
     except VmsnapshotError as e:
-        config, errors = Config(), [e.record()]
+        config = Config()
+        errors = list(getattr(e, "records", ())) or [e.record()]
     settings: FreezeSettings = config.freeze
     if opts.freeze_timeout is not None:
         settings = replace(settings, timeout=opts.freeze_timeout)

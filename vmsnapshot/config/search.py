@@ -46,11 +46,33 @@ class InvalidConfig(ConfigError):
         self.records = tuple(records)
 
 
+def _sets_nothing(path: str) -> bool:
+    """A native file of only comments and blank lines (the shipped
+    template) configures nothing, and must not hide the Azure files an
+    admin edits as Azure's documentation says."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return False    # unreadable: the loader reports why
+    return all(not line.strip() or line.lstrip().startswith("#")
+               for line in text.splitlines())
+
+
 def found_configs(root: str = "/") -> List[str]:
     """Every file of the search order that exists, first = the one used.
-    A dangling symlink counts: it is a mistake to report, not to skip."""
-    return [under_root(p, root) for p in SEARCH_ORDER
-            if os.path.lexists(under_root(p, root))]
+    A dangling symlink counts: it is a mistake to report, not to skip.
+    A native file that sets nothing is passed over."""
+    found = []
+    for p in SEARCH_ORDER:
+        path = under_root(p, root)
+        if not os.path.lexists(path):
+            continue
+        if p == NATIVE_PATH and _sets_nothing(path):
+            log.info("%s sets nothing: looking further", path)
+            continue
+        found.append(path)
+    return found
 
 
 def detect_format(path: str) -> str:
