@@ -43,27 +43,28 @@ class GuardianExit:
     @property
     def clean(self) -> bool:
         """Ended on the run's clean end message, having thawed nothing."""
-        return self.code == 0
+        return self.code == freezer.load().lib.VMS_GUARDIAN_CLEAN
 
     @property
     def thawed(self) -> bool:
         """It found the run unfinished and thawed what was left."""
-        return self.code is not None and self.code != 0
+        return self.code is not None and not self.clean
 
     def describe(self) -> str:
         if self.signal is not None:
             return "killed by %s" % signal.Signals(self.signal).name
         if self.code is None:
             return "still running"
-        return _CODES.get(self.code, "exited with status %d" % self.code)
-
-
-_CODES = {
-    0: "clean end, thawed nothing",
-    3: "the supervisor vanished; thawed what was left",
-    4: "the deadline passed; thawed what was left",
-    5: "unreadable record; thawed what was left",
-}
+        lib = freezer.load().lib
+        return {
+            lib.VMS_GUARDIAN_CLEAN: "clean end, thawed nothing",
+            lib.VMS_GUARDIAN_EOF:
+                "the supervisor vanished; thawed what was left",
+            lib.VMS_GUARDIAN_DEADLINE:
+                "the deadline passed; thawed what was left",
+            lib.VMS_GUARDIAN_PROTOCOL:
+                "unreadable record; thawed what was left",
+        }.get(self.code, "exited with status %d" % self.code)
 
 
 class Guardian:
