@@ -36,6 +36,9 @@ demo: build
 # Reproduces the table and plot in bench/README.md (root, < 10 min);
 # bench-quick is the < 1 min smoke run CI's test suite also makes.
 bench: build
+	@$(PY) -c "import matplotlib" 2>/dev/null || \
+		$(PY) -m pip install -q matplotlib || \
+		echo "matplotlib not installed: the bench skips its plot"
 	$(PY) -m bench $(BENCH_ARGS)
 
 bench-quick: build
