@@ -21,6 +21,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from contextlib import contextmanager
@@ -59,11 +60,24 @@ def missing_host_tools() -> List[str]:
 
 
 def run(argv: Sequence[str], check: bool = True, timeout: float = 600,
-        env: Optional[Dict[str, str]] = None, **kw) -> subprocess.CompletedProcess:
-    """Run with the clean environment; on failure the error shows the output."""
-    res = subprocess.run(list(argv), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, timeout=timeout,
-                         env=dict(CLEAN_ENV, **(env or {})), **kw)
+        env: Optional[Dict[str, str]] = None, input: Optional[str] = None,
+        **kw) -> subprocess.CompletedProcess:
+    """Run with the clean environment, in its own process group so a timeout
+    kills everything it started (a chroot's processes keep their mount
+    namespace alive); on failure the error shows the output."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(CLEAN_ENV, **(env or {})),
+                            start_new_session=True,
+                            stdin=subprocess.DEVNULL if input is None
+                            else subprocess.PIPE, **kw)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    res = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
     if check and res.returncode != 0:
         raise AssertionError("%s: exit %d\nstdout:\n%s\nstderr:\n%s" % (
             " ".join(argv), res.returncode, res.stdout[-4000:], res.stderr[-4000:]))
