@@ -362,7 +362,8 @@ def _main_locked(plan: Plan, args: argparse.Namespace) -> int:
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="vmsnapshot-bench-",
                                                 dir=args.workdir))
     _set_guard(workdir)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starts background jobs with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     started = time.time()
     bench = Bench(plan, workdir)
