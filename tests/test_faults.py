@@ -134,10 +134,17 @@ def test_snapshot_command_writing_to_frozen_mount_blocks_until_watchdog(
 def test_two_concurrent_runs(loopfs_factory, tmp_path, no_config):
     a = loopfs_factory("ext4")
     b = loopfs_factory("ext4")
-    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
-                               tmp_path, "sleep 2")
-    second = run_json("run", "--config", no_config, "--mount", str(b),
-                      "--json", "--", "true")
+    release = tmp_path / "release"
+    # The first run holds its freeze until the second one has answered,
+    # however slowly a loaded machine starts the second interpreter.
+    proc, snap_pid = start_run(
+        ["--config", no_config, "--mount", str(a)], tmp_path,
+        "sh -c 'while [ ! -e %s ]; do sleep 0.05; done'" % release)
+    try:
+        second = run_json("run", "--config", no_config, "--mount", str(b),
+                          "--json", "--", "true")
+    finally:
+        release.write_text("")
     out, _ = proc.communicate(timeout=60)
     assert [e["name"] for e in second["errors"]] == ["AlreadyRunning"]
     assert second["mounts"] == []

@@ -91,12 +91,20 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
         freeze_enabled=settings.enabled)
 
     report = Report(policy.FAILED, False, errors + pre_errors)
-    if trap.received:
-        report.errors.append(_interrupted(trap, "before the freeze"))
-    elif policy.may_proceed(pre):
-        _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
-                             report)
+    try:
+        if trap.received:
+            report.errors.append(_interrupted(trap, "before the freeze"))
+        elif policy.may_proceed(pre):
+            _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
+                                 report)
+    finally:
+        _post_phase(config, held, held_errors, scripts, report)
+    return report
 
+
+def _post_phase(config: Config, held: Sequence[HeldHook],
+                held_errors: List[ErrorRecord], scripts: List[ScriptResult],
+                report: Report) -> None:
     # Post phase, after the thaw: release held hooks, then post-scripts of
     # every plugin whose pre-script ran (also when it failed).
     released = [hook.release() for hook in held]
@@ -107,7 +115,6 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
         [p for p in config.plugins if p.name in ran or not p.pre], "post")
     report.scripts = released + scripts + post
     report.errors += [s.error for s in post if s.error is not None]
-    return report
 
 
 def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
@@ -124,7 +131,15 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
         all_frozen = not open_errors
     try:
         if targets:
-            session = FreezeSession(targets, settings.timeout)
+            try:
+                session = FreezeSession(targets, settings.timeout,
+                                        settings.presync)
+            except VmsnapshotError as e:
+                # No freeze is possible (module missing, guardian not
+                # started, guard refusal): a crash-consistent snapshot
+                # still beats none, and the report says so.
+                report.errors.append(e.record())
+                all_frozen = False
         with logs_held_in_memory():
             if session is not None:
                 session.freeze()

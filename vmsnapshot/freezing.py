@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from vmsnapshot import freezer, runstate
 from vmsnapshot.errors import Catalogue, ErrorRecord
+from vmsnapshot.guardian import Guardian
 from vmsnapshot.mounts import MountDecision
 from vmsnapshot.report import FreezeReport, MountReport
 
@@ -79,15 +80,23 @@ def close_targets(targets: Sequence[Target]) -> None:
 
 
 class FreezeSession:
-    """One freeze of a set of targets; freeze() then thaw() exactly once."""
+    """One freeze of a set of targets, watched by a guardian process:
+    freeze(), thaw(), close(), each once."""
 
-    def __init__(self, targets: Sequence[Target], timeout_s: float) -> None:
+    def __init__(self, targets: Sequence[Target], timeout_s: float,
+                 presync: bool = False) -> None:
         self.targets = list(targets)
         self.timeout_s = timeout_s
-        self.run = freezer.FreezeRun(
-            [t.fd for t in self.targets],
-            [t.decision.wave or 0 for t in self.targets],
-            [t.path for t in self.targets], timeout_s)
+        self.presync = presync
+        fds = [t.fd for t in self.targets]
+        waves = [t.decision.wave or 0 for t in self.targets]
+        self.guardian: Optional[Guardian] = Guardian.start(fds, waves)
+        try:
+            self.run = freezer.FreezeRun(fds, waves, self.paths(), timeout_s,
+                                         notify_fd=self.guardian.notify_fd)
+        except BaseException:
+            self.guardian.stop(None)
+            raise
         self._started = 0.0
         self._ended: Optional[float] = None
 
@@ -97,6 +106,14 @@ class FreezeSession:
                                   t.decision.info.minor,
                                   t.decision.info.fstype)
              for t in self.targets], os.getpid())
+        if self.presync:
+            # Write dirty data back while applications still run, so the
+            # sync inside FIFREEZE (when writers are blocked) is short.
+            for t, err in zip(self.targets,
+                              freezer.presync([t.fd for t in self.targets])):
+                if err:
+                    log.warning("presync of %s: %s", t.path,
+                                os.strerror(err))
         self._started = time.monotonic()
         self.run.freeze()
 
@@ -125,6 +142,11 @@ class FreezeSession:
 
     def close(self) -> None:
         self.run.close()
+        if self.guardian is not None:
+            ended = self.guardian.stop(self.run)
+            if ended.thawed or not ended.clean:
+                log.warning("guardian: %s", ended.describe())
+            self.guardian = None
 
     def report(self) -> Tuple[List[MountReport], FreezeReport,
                               List[ErrorRecord], bool]:
@@ -159,6 +181,11 @@ class FreezeSession:
         window = None
         if self._ended is not None and self.targets:
             window = (self._ended - self._started) * 1000.0
+        if self.run.guardian_lost():
+            errors.append(ErrorRecord(
+                Catalogue.FS_FREEZE_FAILED,
+                "the guardian process died during the freeze; everything "
+                "was thawed at once"))
         freeze = FreezeReport(True, window, self.run.watchdog_fired(),
                               self.timeout_s)
         return mounts, freeze, errors, all_frozen

@@ -51,6 +51,7 @@ def run_command(config_path: Optional[str], mounts: Sequence[str],
         print(out, flush=True)
     except OSError as e:
         log.error("could not print the report: %s", e)
-    for error in report.errors:
-        log.warning("%s", error)
+    if json_output:     # the summary on stdout already lists them
+        for error in report.errors:
+            log.warning("%s", error)
     return status
