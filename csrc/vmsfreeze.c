@@ -929,6 +929,8 @@ struct guardian {
 	int *keep;		/* fds to keep open, ascending, unique */
 	size_t nkeep;
 	int maxfd;		/* bound for closing without close_range */
+	char *state_path;	/* the run's state file, or NULL */
+	int thaw_failed;	/* a FITHAW failed: keep the state file */
 };
 
 static void guardian_free(struct guardian *g)
@@ -937,6 +939,7 @@ static void guardian_free(struct guardian *g)
 	free(g->order);
 	free(g->flags);
 	free(g->keep);
+	free(g->state_path);
 	free(g);
 }
 
@@ -993,6 +996,8 @@ static void guardian_thaw(struct guardian *g)
 			do
 				r = ioctl(g->fds[i], FITHAW, 0);
 			while (r < 0 && errno == EINTR);
+			if (r < 0 && errno != EINVAL)
+				g->thaw_failed = 1;
 			if (r == 0 || errno != EINVAL || (f & G_FROZEN))
 				g->flags[i] |= G_RELEASED;
 		}
@@ -1106,6 +1111,11 @@ static void guardian_main(struct guardian *g)
 			/* EOF: every copy of the supervisor's end is closed,
 			 * so no FIFREEZE of the run is still in flight. */
 			guardian_thaw(g);
+			/* Everything is thawed: the state file would only make
+			 * the next run ask for a recovery that has happened.
+			 * It lives on /run (tmpfs), never frozen. */
+			if (g->state_path && !g->thaw_failed)
+				unlink(g->state_path);
 			_exit(status == VMS_GUARDIAN_CLEAN ? VMS_GUARDIAN_EOF
 							   : status);
 		}
@@ -1135,7 +1145,8 @@ static int cmp_size_by_wave_desc(const void *a, const void *b, void *waves)
 
 /* Everything the guardian will need, allocated before fork. */
 static struct guardian *guardian_new(const int *fds, const int *waves,
-				     size_t n, int64_t grace_ms, int sock)
+				     size_t n, int64_t grace_ms, int sock,
+				     const char *state_path)
 {
 	struct guardian *g;
 	struct rlimit rl;
@@ -1148,7 +1159,10 @@ static struct guardian *guardian_new(const int *fds, const int *waves,
 	g->order = calloc(n ? n : 1, sizeof(*g->order));
 	g->flags = calloc(n ? n : 1, sizeof(*g->flags));
 	g->keep = calloc(n + 1, sizeof(*g->keep));
-	if (!g->fds || !g->order || !g->flags || !g->keep) {
+	if (state_path)
+		g->state_path = strdup(state_path);
+	if (!g->fds || !g->order || !g->flags || !g->keep ||
+	    (state_path && !g->state_path)) {
 		guardian_free(g);
 		errno = ENOMEM;
 		return NULL;
@@ -1177,7 +1191,7 @@ static struct guardian *guardian_new(const int *fds, const int *waves,
 }
 
 int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
-		       int64_t grace_ms, int *sock)
+		       int64_t grace_ms, const char *state_path, int *sock)
 {
 	struct guardian *g;
 	struct stat st;
@@ -1198,7 +1212,7 @@ int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
 	 * supervisor can poll its end for the guardian's death. */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
-	g = guardian_new(fds, waves, n, grace_ms, sv[1]);
+	g = guardian_new(fds, waves, n, grace_ms, sv[1], state_path);
 	if (!g) {
 		err = errno;
 		goto fail;

@@ -134,7 +134,10 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
  * segfault), on a broken record, or grace_ms after the run's own deadline
  * (the supervisor is alive but stuck), it thaws every mount whose FIFREEZE
  * was announced and not released nor failed, highest wave first, and
- * exits.  On vms_guardian_end() it exits without thawing.  It ignores
+ * exits; after a thaw on EOF where every FITHAW succeeded it also unlinks
+ * state_path (the run's state file; NULL for none), so the next run does
+ * not ask for a recovery that already happened.  On vms_guardian_end() it
+ * exits without thawing.  It ignores
  * SIGINT/SIGTERM/SIGHUP (a new session; EOF is what ends it).
  *
  * Returns the guardian's pid (reap it with waitpid) and sets *sock to the
@@ -142,7 +145,7 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
  * Blocks only in fork().
  */
 int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
-		       int64_t grace_ms, int *sock);
+		       int64_t grace_ms, const char *state_path, int *sock);
 
 /*
  * Tell the guardian the run is over and nothing it froze is left frozen:

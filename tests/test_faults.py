@@ -76,6 +76,11 @@ def test_sigkill_of_supervisor_thaws_within_a_second(loopfs_factory,
         kill_quietly(snap_pid)
     with open(a.mountpoint + "/f") as f:
         assert f.read() == "payload\n"
+    # The guardian thawed everything and removed the state file: the next
+    # run needs no manual recovery.
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json", "--", "true")
+    assert report["consistency"] == "filesystem", report["errors"]
 
 
 def test_sigterm_while_frozen_thaws_and_reports(loopfs_factory, tmp_path,
@@ -222,3 +227,59 @@ def test_back_to_back_runs_under_write_load_lose_nothing(loopfs_factory,
         assert records[:len(acked)] == ["%08d" % n for n in range(len(acked))]
         assert len(acked) > 20
     assert not is_frozen(str(a)) and not is_frozen(str(b))
+
+
+def _guardian_of(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid), "-x", "vms-guardian"],
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    assert len(out) == 1, out
+    return int(out[0])
+
+
+def test_sigkill_of_guardian_makes_the_supervisor_thaw(loopfs_factory,
+                                                       tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
+                               tmp_path, "sleep 60")
+    try:
+        finished = timed_write(a.mountpoint + "/f")
+        killed_at = time.time()
+        os.kill(_guardian_of(proc.pid), signal.SIGKILL)
+        assert finished() - killed_at < 1.0
+        # The run goes on, its freeze lost: not a consistent snapshot.
+        kill_quietly(snap_pid)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        kill_quietly(snap_pid)
+    report = json.loads(out)
+    assert report["consistency"] == "crash"
+    assert "guardian" in " ".join(e["message"] for e in report["errors"])
+
+
+def test_sigkill_of_both_then_thaw_recover(loopfs_factory, tmp_path,
+                                           no_config):
+    a = loopfs_factory("xfs")
+    proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
+                               tmp_path, "sleep 60")
+    try:
+        guardian = _guardian_of(proc.pid)
+        # Stopped first, so neither can react to the other's death.
+        os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(guardian, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert is_frozen(str(a))
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--json", "--", "true")
+        assert [e["name"] for e in report["errors"]] == ["StaleFreezeState"]
+        res = subprocess.run(vmsnapshot_cmd("thaw", "--recover"), cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+        assert res.returncode == 0
+        assert "thawed" in res.stdout
+        assert not is_frozen(str(a))
+    finally:
+        kill_quietly(snap_pid)
+        run("fsfreeze", "-u", str(a), check=False)
+    report = run_json("run", "--config", no_config, "--mount", str(a),
+                      "--json", "--", "true")
+    assert report["consistency"] == "filesystem"

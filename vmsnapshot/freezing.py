@@ -90,7 +90,8 @@ class FreezeSession:
         self.presync = presync
         fds = [t.fd for t in self.targets]
         waves = [t.decision.wave or 0 for t in self.targets]
-        self.guardian: Optional[Guardian] = Guardian.start(fds, waves)
+        self.guardian: Optional[Guardian] = Guardian.start(
+            fds, waves, state_path=runstate.state_path())
         try:
             self.run = freezer.FreezeRun(fds, waves, self.paths(), timeout_s,
                                          notify_fd=self.guardian.notify_fd)

@@ -79,10 +79,12 @@ class Guardian:
 
     @classmethod
     def start(cls, fds: Sequence[int], waves: Sequence[int],
-              grace_s: float = DEFAULT_GRACE_S) -> "Guardian":
+              grace_s: float = DEFAULT_GRACE_S,
+              state_path: Optional[str] = None) -> "Guardian":
         """Fork the guardian over these mount fds (the same fds and waves,
         in the same order, as the FreezeRun it will watch). It thaws on
-        its own grace_s after the run's watchdog deadline."""
+        its own grace_s after the run's watchdog deadline. After thawing
+        for a vanished supervisor it removes state_path, if given."""
         if len(fds) != len(waves):
             raise ValueError("fds and waves differ in length")
         mod = freezer.load()
@@ -90,7 +92,9 @@ class Guardian:
         sock = ffi.new("int *")
         pid = lib.vms_guardian_spawn(ffi.new("int[]", list(fds) or [0]),
                                      ffi.new("int[]", list(waves) or [0]),
-                                     len(fds), int(grace_s * 1000), sock)
+                                     len(fds), int(grace_s * 1000),
+                                     state_path.encode() if state_path
+                                     else ffi.NULL, sock)
         if pid < 0:
             raise FreezeError("cannot start the guardian process: %s"
                               % os.strerror(ffi.errno),
