@@ -22,7 +22,7 @@ from vmsnapshot.signals import SignalTrap
 
 log = logging.getLogger(__name__)
 
-GRACE_S = 10.0      # after the watchdog deadline, before SIGTERM
+GRACE_S = 5.0       # after the watchdog deadline, before SIGTERM
 STOP_GRACE_S = 2.0  # SIGTERM to SIGKILL
 _STEP_S = 0.05      # how often signals and the deadline are checked
 
