@@ -57,15 +57,18 @@ def sh(argv: Sequence[str], cwd: Optional[str] = None,
 
 def tree_files(src: str) -> List[str]:
     """Relative paths of the work tree's files (see module doc)."""
+    res = None
     if os.path.isdir(os.path.join(src, ".git")):
-        out = subprocess.run(
+        res = subprocess.run(
             ["git", "-C", src, "ls-files", "-z", "--cached", "--others",
-             "--exclude-standard"], check=True, stdout=subprocess.PIPE).stdout
-        names = sorted(set(out.decode().split("\0")) - {""})
-    else:  # an unpacked sdist or tarball: take everything
+             "--exclude-standard"], stdout=subprocess.PIPE)
+    if res is not None and res.returncode == 0:
+        names = sorted(set(res.stdout.decode().split("\0")) - {""})
+    else:  # an unpacked sdist, or git refused: everything but build output
         names = []
         for top, dirs, files in os.walk(src):
-            dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS
+                       and not d.endswith(".egg-info")]
             names += [os.path.relpath(os.path.join(top, f), src) for f in files
                       if not f.endswith(SKIP_SUFFIXES)]
     return [n for n in sorted(names)

@@ -114,13 +114,21 @@ def rpm_listing(path: str) -> Dict[str, Tuple[str, str]]:
     return out
 
 
-def source_hooks() -> list:
+def source_hooks() -> Dict[str, str]:
+    """Installed hook path -> expected ls mode, per scripts/install-hooks.sh:
+    hooks are root-only executables (the trust check wants 700), files in
+    subdirectories (sourced libraries) plain 644."""
     hooks = os.path.join(chroot.ROOT, "hooks")
-    if not os.path.isdir(hooks):
-        return []
-    return sorted(f for f in os.listdir(hooks)
-                  if os.path.isfile(os.path.join(hooks, f))
-                  and not f.endswith(".md") and not f.startswith("."))
+    out = {}
+    for name in pkgbuild.tree_files(chroot.ROOT):
+        base = os.path.basename(name)
+        if (name.startswith("hooks/") and not base.endswith(".md")
+                and not base.startswith(".")):
+            nested = "/" in name[len("hooks/"):]
+            out["/usr/share/vmsnapshot/" + name] = (
+                "-rw-r--r--" if nested else "-rwx------")
+    assert out or not os.path.isdir(hooks)
+    return out
 
 
 def source_modules() -> set:
@@ -170,9 +178,8 @@ def test_deb_contents(deb) -> None:
     # pyproject's package list must not leave a subpackage out.
     assert python_files(files) >= source_modules() - {
         "vmsnapshot/_freeze_build.py"}
-    for hook in source_hooks():
-        assert files["/usr/share/vmsnapshot/hooks/" + hook] == (
-            "-rwxr-xr-x", "root/root")
+    for hook, mode in source_hooks().items():
+        assert files[hook] == (mode, "root/root"), hook
     conffiles = sh("dpkg-deb", "--info", deb, "conffiles").split()
     assert sorted(conffiles) == sorted(TEMPLATES)
     depends = sh("dpkg-deb", "--field", deb, "Depends")
@@ -228,6 +235,19 @@ def test_check_installed_templates(installed) -> None:
         res = in_root(installed, SBIN, "check", "--config", config, check=False)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "application-consistent" in res.stdout, res.stdout
+
+    # The shipped hooks pass the trust check where they are installed.
+    hooks = [h for h, mode in source_hooks().items() if mode == "-rwx------"]
+    if hooks:
+        native = "".join(
+            '[[plugin]]\nname = "%s"\npre = ["%s", "pre"]\npost = ["%s", "post"]\n'
+            % (os.path.basename(h), h, h) for h in hooks)
+        write_in_root(installed, "/root/vmstest/hooks.toml", native, 0o600)
+        res = in_root(installed, SBIN, "check", "--config",
+                      "/root/vmstest/hooks.toml", check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        for hook in hooks:
+            assert "pre %s pre: ok" % hook in res.stdout, res.stdout
 
     # A script others may read and run is refused.
     os.chmod(installed + pre, 0o755)
@@ -311,9 +331,8 @@ def test_rpm_files_and_modes_match_the_deb(rpm, deb) -> None:
     assert "/usr/share/man/man8/vmsnapshot.8.gz" in files
     assert any(f.endswith("/vmsnapshot/_freeze.abi3.so") for f in files)
     assert python_files(files) == python_files(debfiles)
-    for hook in source_hooks():
-        assert files["/usr/share/vmsnapshot/hooks/" + hook] == (
-            "-rwxr-xr-x", "root/root")
+    for hook, mode in source_hooks().items():
+        assert files[hook] == (mode, "root/root"), hook
     # Same modes for what both ship at the same path (.so modes differ by
     # each distribution's convention: 0644 on Debian, 0755 for rpm).
     for path in set(files) & set(debfiles):

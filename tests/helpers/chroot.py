@@ -313,7 +313,10 @@ def apt_get(root: str, *args: str, check: bool = True,
     for deb in glob.glob(os.path.join(archives, "*.deb")):
         target = os.path.join(_apt_cache(), os.path.basename(deb))
         if not os.path.exists(target):
-            shutil.copyfile(deb, target)
+            # Atomic: another run may be copying the cache at the same time.
+            part = "%s.%d.part" % (target, os.getpid())
+            shutil.copyfile(deb, part)
+            os.replace(part, target)
     if check and res.returncode != 0:
         raise AssertionError("apt-get %s: exit %d\n%s\n%s" % (
             " ".join(args), res.returncode, res.stdout[-4000:], res.stderr[-4000:]))
