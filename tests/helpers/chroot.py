@@ -7,8 +7,9 @@
 - chroot_run(root, argv): run a command inside such a root, in a private mount
   namespace: /proc, /sys, /dev (and any bind mounts asked for) exist only for
   that command and vanish with it, even if the test is killed.
-- apt_install(root, ...): apt-get install inside the root, with a .deb cache
-  shared between calls.
+- install_debs(root, *debs) / apt_get(root, *args): apt-get inside the root
+  (dependencies from the host's Debian mirror), with a .deb cache shared
+  between roots.
 
 Every command inside a root gets a clean environment: the host's pyenv python
 must never leak into a package build or a chroot.
@@ -124,8 +125,8 @@ def _host_apt_entries() -> List[Tuple[str, str, str]]:
                 for uri in fields.get("uris", "").split():
                     for suite in fields.get("suites", "").split():
                         entries.append((uri, suite, fields.get("components", "main")))
-    lists = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list"))
-    for path in lists:
+    for path in ["/etc/apt/sources.list"] + sorted(
+            glob.glob("/etc/apt/sources.list.d/*.list")):
         if not os.path.exists(path):
             continue
         with open(path, encoding="utf-8") as f:
