@@ -6,6 +6,7 @@ the position the hook recorded."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ import pytest
 
 from tests.helpers.db import db_env  # noqa: F401
 from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, HeldProcess, LoopFS,
-                              MariaServer, RowLoad, checked, mariadb_rows,
-                              need, negative_control, read_state,
-                              verdict)
+                              MariaServer, RowLoad, checked,
+                              example_plugins, mariadb_rows, need,
+                              negative_control, read_state, verdict)
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -223,3 +224,47 @@ def test_negative_control_without_quiescer_or_freeze(db: Db):
                 + " (cutoff: start of the run)"]
 
     negative_control("mariadb", report, lambda: restore(db, copy), inspect)
+
+
+def sql_thread(server: MariaServer) -> str:
+    status = checked(server.client("--column-names", "-e",
+                                   "SHOW SLAVE STATUS\\G")).stdout
+    return [line.split(":", 1)[1].strip() for line in status.splitlines()
+            if line.strip().startswith("Slave_SQL_Running:")][0]
+
+
+def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
+    # A replica whose primary is unreachable still runs its SQL thread.
+    db.server.sql("CHANGE MASTER TO MASTER_HOST = '127.0.0.1', "
+                  "MASTER_PORT = 9, MASTER_CONNECT_RETRY = 60; START SLAVE SQL_THREAD")
+    wait_until("the SQL thread", lambda: sql_thread(db.server) == "Yes")
+    marker = os.path.join(db.state, "sql-thread-stopped")
+
+    held = HeldProcess(db.hook("pre", "--replica"))
+    assert held.ready_line == "READY"
+    assert sql_thread(db.server) == "No"
+    assert os.path.exists(marker)
+    with open(os.path.join(db.state, "replica-status")) as f:
+        assert "Slave_SQL_Running: No" in f.read()
+    rc, err = held.release()
+    assert rc == 0, err
+    assert sql_thread(db.server) == "Yes"
+    assert not os.path.exists(marker)
+
+    # A held pre killed outright: its session dies (the lock with it), the
+    # SQL thread stays stopped, and post starts it again.
+    held = HeldProcess(db.hook("pre", "--replica"))
+    assert held.ready_line == "READY"
+    os.killpg(held.proc.pid, signal.SIGKILL)
+    held.finish()
+    assert sql_thread(db.server) == "No"
+    checked(db.hook("post", "--replica"))
+    assert sql_thread(db.server) == "Yes"
+    assert not os.path.exists(marker)
+    db.server.sql("STOP SLAVE; RESET SLAVE ALL")
+
+
+@pytest.mark.parametrize("name", ["mariadb.toml", "mariadb-replica.toml"])
+def test_example_config(name: str):
+    plugins = example_plugins(name)
+    assert [p.hold for p in plugins] == [True]

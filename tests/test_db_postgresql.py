@@ -16,9 +16,9 @@ import pytest
 
 from tests.helpers.db import db_env  # noqa: F401
 from tests.helpers.db import (DbEnv, HeldProcess, LoopFS, PgbenchLoad,
-                              PgServer, checked, need, negative_control,
-                              pg_balances_agree, pg_history, read_state,
-                              verdict)
+                              PgServer, checked, example_plugins, need,
+                              negative_control, pg_balances_agree,
+                              pg_history, read_state, verdict)
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -235,3 +235,12 @@ def test_negative_control_without_quiescer_or_freeze(db: Db):
 
     negative_control("postgresql", report, lambda: restore(db, copy),
                      inspect)
+
+
+@pytest.mark.parametrize("name, hold", [("postgresql.toml", False),
+                                        ("postgresql-backup.toml", True)])
+def test_example_config(name: str, hold: bool):
+    plugins = example_plugins(name)
+    assert [p.hold for p in plugins] == [hold]
+    pre = list(plugins[0].pre or ())
+    assert pre[pre.index("--mode") + 1] == ("backup" if hold else "checkpoint")

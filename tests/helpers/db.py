@@ -38,11 +38,41 @@ from tests.conftest import ROOT, skip_or_fail
 from tests.helpers.cli import run_json
 from tests.helpers.loopfs import LoopFS, destroy_loopfs, run
 from tests.helpers.scripts import make_dir
+from vmsnapshot.config import native_toml
+from vmsnapshot.config.model import Plugin
+from vmsnapshot.config.problems import Problems
+from vmsnapshot.errors import Catalogue, ErrorRecord
 
 HOOKS = os.path.join(ROOT, "hooks")
+EXAMPLES = os.path.join(ROOT, "etc", "examples")
+INSTALLED_HOOKS = "/usr/share/vmsnapshot/hooks/"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DATA_FS_MB = 512      # sparse; room for WAL/redo growth under load
 START_TIMEOUT = 60.0
+
+
+def example_plugins(name: str) -> Tuple[Plugin, ...]:
+    """etc/examples/NAME through the native loader: no problem, and every
+    command a shipped hook called with options it knows."""
+    path = os.path.join(EXAMPLES, name)
+    records: List[ErrorRecord] = []
+    with open(path) as f:
+        config = native_toml.parse(f.read(), Problems(
+            path, Catalogue.INCORRECT_JSON_CONFIG_FILE, records))
+    assert config is not None and not records, records
+    for plugin in config.plugins:
+        for argv in (plugin.pre, plugin.post):
+            if argv is None:
+                continue
+            assert argv[0].startswith(INSTALLED_HOOKS), argv
+            with open(os.path.join(HOOKS, argv[0][len(INSTALLED_HOOKS):])
+                      ) as f:
+                source = f.read()
+            assert argv[1] in ("pre", "post"), argv
+            unknown = [arg for arg in argv[2:] if arg.startswith("--")
+                       and "\t%s)" % arg not in source]
+            assert not unknown, (name, unknown)
+    return config.plugins
 
 
 # -- users, programs, processes -------------------------------------------
