@@ -2,22 +2,35 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# What the demo and the build need; the suite also needs every list in
+# scripts/*-apt-packages.txt (packaging, databases, the VM test).
 APT_PACKAGES := build-essential python3-dev python3-venv util-linux \
 	e2fsprogs xfsprogs btrfs-progs
+TEST_APT_PACKAGES := $(APT_PACKAGES) \
+	$(shell cat scripts/*-apt-packages.txt 2>/dev/null)
 
-.PHONY: deps build test demo bench bench-quick deb rpm clean
+.PHONY: deps test-deps build test demo bench bench-quick deb rpm clean
 
-deps: $(VENV)/.deps-ok
-
-$(VENV)/.deps-ok: pyproject.toml
+# Installs only what is missing, so a prepared machine needs no network.
+define apt_install
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		missing=$$(for p in $(APT_PACKAGES); do \
+		missing=$$(for p in $(1); do \
 			dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				$$missing; \
 		fi; \
 	fi
+endef
+
+deps: $(VENV)/.deps-ok
+
+test-deps: deps
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
+$(VENV)/.deps-ok: pyproject.toml
+	$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=61" wheel "cffi>=1.15" packaging \
@@ -27,7 +40,7 @@ $(VENV)/.deps-ok: pyproject.toml
 build: deps
 	$(PY) setup.py -q build_ext --inplace
 
-test: build
+test: test-deps build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build
