@@ -22,7 +22,6 @@ from tests.helpers.db import (DbEnv, HeldProcess, LoopFS, PgbenchLoad,
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
-LOAD_SECONDS = 6
 SETTINGS = ("max_wal_size=64MB", "min_wal_size=32MB", "archive_mode=on")
 
 
@@ -127,15 +126,14 @@ def test_backup_mode_refuses_to_run_unheld(db: Db):
 def snapshot_under_load(db: Db, config: str):
     """pgbench, snapshot, pgbench goes on, server stopped:
     (report, copy, acks, start of the run)."""
-    load = PgbenchLoad(db.server, db.env.dir("pgbench", "postgres"),
-                       LOAD_SECONDS)
+    load = PgbenchLoad(db.server, db.env.dir("pgbench", "postgres"))
     deadline = time.monotonic() + 30
     while int(db.server.sql("SELECT count(*) FROM pgbench_history")) < 30:
         assert time.monotonic() < deadline, "pgbench made no progress"
         time.sleep(0.05)
     started = time.time()
     report, copy = db.env.snapshot(config, db.fs)
-    acks = load.wait()
+    acks = load.stop(after=time.time())
     db.server.stop()
     return report, copy, acks, started
 

@@ -252,8 +252,9 @@ class PgServer(Server):
 
 
 # Tpcb-like, plus identity: pgbench keeps \set variables per client across
-# transactions, so history's filler records "client-n" for the n-th
-# transaction of each client, which pgbench's own log lists once committed.
+# transactions, so history's filler records "round-client-n" for the n-th
+# transaction of a client in a round, which pgbench's log (-l) lists once
+# it saw the commit acknowledged.
 PGBENCH_SCRIPT = r"""\set n :n + 1
 \set aid random(1, 100000 * :scale)
 \set bid random(1, 1 * :scale)
@@ -264,53 +265,81 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
 UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
 INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler)
-  VALUES (:tid, :bid, :aid, :delta, now(), :client_id || '-' || :n);
+  VALUES (:tid, :bid, :aid, :delta, now(), :r || '-' || :client_id || '-' || :n);
 END;
 """
+ROUND_WRITERS = 100     # writer id = round * 100 + client
 
 Acks = Dict[int, List[Tuple[int, float]]]   # writer -> [(n, ack time)]
 
 
-class PgbenchLoad:
-    """pgbench for ``seconds`` with per-transaction logging (-l): every
-    line is a commit pgbench saw acknowledged, with its wall-clock time."""
+class PgbenchLoad(threading.Thread):
+    """pgbench in one-second rounds until stopped: pgbench itself cannot
+    be stopped early without losing its log, and rounds let the load last
+    exactly as long as the snapshot needs, however slow the machine."""
 
-    def __init__(self, pg: PgServer, workdir: str, seconds: int,
-                 clients: int = 4):
+    def __init__(self, pg: PgServer, workdir: str, clients: int = 4):
+        super().__init__(name="pgbench", daemon=True)
+        self.pg = pg
         self.workdir = workdir
-        script = os.path.join(workdir, "load.sql")
-        with open(script, "w") as f:
+        self.clients = clients
+        self.script = os.path.join(workdir, "load.sql")
+        with open(self.script, "w") as f:
             f.write(PGBENCH_SCRIPT)
         self.out = os.path.join(workdir, "pgbench.out")
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(
-                as_user("postgres") + [
-                    os.path.join(pg.bindir, "pgbench"), "-n", "-c",
-                    str(clients), "-j", "1", "-T", str(seconds), "-D", "n=0",
-                    "-f", script, "-l", "--log-prefix",
-                    os.path.join(workdir, "txlog")] + pg.conn_args()
-                + ["postgres"], stdout=out, stderr=subprocess.STDOUT,
-                env=user_env("postgres"), cwd=workdir, start_new_session=True)
+        self.stop_event = threading.Event()
+        self.rounds: List[float] = []     # start time of each finished one
+        self.error: Optional[str] = None
+        self.start()
 
-    def wait(self, timeout: float = 120) -> Acks:
-        assert wait_or_kill(self.proc, timeout) == 0, tail(self.out)
+    def run(self) -> None:
+        r = 0
+        while not self.stop_event.is_set():
+            r += 1
+            started = time.time()
+            with open(self.out, "ab") as out:
+                proc = subprocess.Popen(
+                    as_user("postgres") + [
+                        os.path.join(self.pg.bindir, "pgbench"), "-n", "-c",
+                        str(self.clients), "-j", "1", "-T", "1", "-D", "n=0",
+                        "-D", "r=%d" % r, "-f", self.script, "-l",
+                        "--log-prefix", os.path.join(self.workdir,
+                                                     "txlog-%d" % r)]
+                    + self.pg.conn_args() + ["postgres"], stdout=out,
+                    stderr=subprocess.STDOUT, env=user_env("postgres"),
+                    cwd=self.workdir, start_new_session=True)
+            if wait_or_kill(proc, 120) != 0:
+                self.error = tail(self.out)
+                return
+            self.rounds.append(started)
+
+    def stop(self, after: float, timeout: float = 120) -> Acks:
+        """Once a round that started after ``after`` has finished."""
+        deadline = time.monotonic() + timeout
+        while self.error is None and not any(t > after for t in self.rounds):
+            assert time.monotonic() < deadline, "pgbench rounds stalled"
+            time.sleep(0.05)
+        self.stop_event.set()
+        self.join(timeout)
+        assert self.error is None, self.error
         acks: Acks = {}
-        for path in glob.glob(os.path.join(self.workdir, "txlog.*")):
+        for path in glob.glob(os.path.join(self.workdir, "txlog-*")):
+            r = int(os.path.basename(path).split("-")[1].split(".")[0])
             with open(path) as f:
                 for line in f:
                     client, n, _lat, _script, sec, usec = line.split()[:6]
-                    acks.setdefault(int(client), []).append(
+                    acks.setdefault(r * ROUND_WRITERS + int(client), []).append(
                         (int(n), int(sec) + int(usec) / 1e6))
         return acks
 
 
 def pg_history(pg: PgServer) -> Dict[int, List[int]]:
-    """Restored transactions: client -> every n found in pgbench_history."""
+    """Restored transactions: writer -> every n found in pgbench_history."""
     found: Dict[int, List[int]] = {}
     rows = pg.sql("SELECT trim(filler) FROM pgbench_history")
     for item in rows.split():
-        client, n = item.split("-")
-        found.setdefault(int(client), []).append(int(n))
+        r, client, n = (int(x) for x in item.split("-"))
+        found.setdefault(r * ROUND_WRITERS + client, []).append(n)
     return found
 
 
