@@ -11,7 +11,7 @@ umask 077
 cd / || exit 1
 trap '' PIPE    # a dead client must give EPIPE, not kill us unreleased
 
-DB_IN= DB_OUT= DB_PID= MARKS=0 REPLY_LINES=()
+DB_IN='' DB_OUT='' DB_PID='' MARKS=0 REPLY_LINES=()
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { local rc=$1; shift; log "$*"; exit "$rc"; }
@@ -50,8 +50,9 @@ session_start() {    # session_start ARGV...
 	DB_PID=$DBCLIENT_PID
 	# Own copies: bash closes the coproc's fds as soon as it exits, which
 	# would lose its last output.
-	exec {DB_IN}>&"${DBCLIENT[1]}" {DB_OUT}<&"${DBCLIENT[0]}"
-	exec {DBCLIENT[1]}>&- {DBCLIENT[0]}<&-
+	local rfd=${DBCLIENT[0]} wfd=${DBCLIENT[1]}
+	exec {DB_IN}>&"$wfd" {DB_OUT}<&"$rfd"
+	exec {wfd}>&- {rfd}<&-
 }
 
 # session_query TIMEOUT STATEMENT...: run statements in the held session;
@@ -64,7 +65,7 @@ session_query() {
 	mark="vmsnapshot-mark-$MARKS-$$"
 	REPLY_LINES=()
 	# shellcheck disable=SC2059
-	printf '%s\n' "$@" "$(printf "$MARK_FORMAT" "$mark")" >&"$DB_IN" \
+	printf '%s\n' "$@" "$(printf "$MARK_FORMAT" "$mark")" 1>&"$DB_IN" \
 		2>/dev/null || return 1
 	while IFS= read -r -t "$timeout" -u "$DB_OUT" line; do
 		[ "$line" = "$mark" ] && return 0
@@ -75,9 +76,9 @@ session_query() {
 
 session_end() {    # EOF to the client, then reap it
 	[ -n "$DB_IN" ] && exec {DB_IN}>&-
-	DB_IN=
+	DB_IN=''
 	[ -n "$DB_PID" ] && wait "$DB_PID" 2>/dev/null
-	DB_PID=
+	DB_PID=''
 }
 
 # hold MAX_HOLD PING: after READY, wait for EOF on stdin. Returns 0 on EOF
@@ -96,7 +97,7 @@ hold() {
 		# which is no lost lock.
 		if [ -n "$DB_PID" ] && [ $((SECONDS - last_ping)) -ge 2 ]; then
 			last_ping=$SECONDS
-			printf '%s\n' "$ping" >&"$DB_IN" 2>/dev/null
+			printf '%s\n' "$ping" 1>&"$DB_IN" 2>/dev/null
 		fi
 	done
 }
