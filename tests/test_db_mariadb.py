@@ -14,11 +14,16 @@ from typing import Callable, List
 
 import pytest
 
+from tests.conftest import ROOT
+from tests.helpers.cli import vmsnapshot_cmd
 from tests.helpers.db import db_env  # noqa: F401
 from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, HeldProcess, LoopFS,
                               MariaServer, RowLoad, checked,
                               example_plugins, mariadb_rows, need,
-                              negative_control, read_state, verdict)
+                              negative_control, read_state, verdict,
+                              wait_or_kill)
+from tests.helpers.loopfs import is_frozen
+from tests.helpers.scripts import child_pids
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -132,17 +137,55 @@ def test_credentials_file_never_on_the_command_line(db: Db):
     assert secret not in cmdlines
 
 
+def command_line(pid: int) -> str:
+    """What ps shows of a process, untruncated ("" once gone)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8",
+                                                         "replace").strip()
+    except OSError:
+        return ""
+
+
 def all_command_lines() -> str:
-    """What ps shows of every process, untruncated."""
-    lines = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                lines.append(f.read().replace(b"\0", b" ").decode("utf-8",
-                                                                  "replace"))
-        except OSError:
-            pass
-    return "\n".join(lines)
+    return "\n".join(command_line(int(pid)) for pid in os.listdir("/proc")
+                     if pid.isdigit())
+
+
+def test_killed_supervisor_never_leaves_the_server_locked(db: Db):
+    """SIGKILL to vmsnapshot in the middle of the snapshot: the hook reads
+    EOF on its stdin and unlocks; the guardian thaws the filesystem."""
+    config = db.env.config([{"name": "mariadb", "pre": db.hook("pre"),
+                             "hold": True, "timeout": 60}])
+    run = subprocess.Popen(vmsnapshot_cmd(
+        "run", "--config", config, "--mount", db.fs.mountpoint, "--",
+        "sleep", "60"), cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    snapshot: List[int] = []
+
+    def snapshot_started() -> bool:
+        snapshot[:] = [pid for pid in child_pids(run.pid)
+                       if command_line(pid) == "sleep 60"]
+        return bool(snapshot)
+
+    try:
+        wait_until("the snapshot command", snapshot_started)
+        assert is_frozen(db.fs.mountpoint)
+        writer = subprocess.Popen(db.server.client(
+            "-e", "INSERT INTO vms.counters VALUES (99, 1)"))
+        time.sleep(1)
+        assert writer.poll() is None, "a write went through the lock"
+        run.kill()
+        assert wait_or_kill(writer, 20) == 0
+    finally:
+        run.kill()
+        run.wait()
+        for pid in snapshot:    # in its own session: not killed with us
+            if command_line(pid) == "sleep 60":
+                os.kill(pid, signal.SIGKILL)
+    assert not is_frozen(db.fs.mountpoint)
+    assert db.server.sql("SELECT total FROM vms.counters WHERE writer = 99") \
+        == "1"
 
 
 def snapshot_under_load(db: Db, config: str):
