@@ -282,3 +282,66 @@ def test_hanging_pre_script_times_out_without_freezing(fault_vm: Machine) -> Non
 
 def test_guest_snapshots_fine_after_the_faults(fault_vm: Machine, tmp_path) -> None:
     snapshot_cycle(fault_vm, "after-faults", str(tmp_path))
+
+
+# ---------------------------------------------------------------- qemu-ga
+
+HELD_TOML = """\
+# Searched before the image's Azure file: a held pre-script this time.
+[freeze]
+timeout = 120
+
+[[plugin]]
+name = "recwriter"
+pre = ["/etc/vmtest/hold.sh"]
+post = ["/etc/vmtest/post.sh"]
+hold = true
+timeout = 30
+"""
+
+
+@pytest.fixture(scope="module")
+def qga_vm(machine_factory) -> Machine:
+    vm = machine_factory("qga", qga=True)
+    app_records(vm)
+    return vm
+
+
+def test_qemu_guest_agent_drives_vmsnapshot_hooks(qga_vm: Machine, tmp_path) -> None:
+    """The host freezes and thaws through qemu-ga, as libvirt and Proxmox
+    do; qemu-ga runs vmsnapshot as its fsfreeze hook (image's
+    /etc/qemu/qemu-ga.conf), which holds the held pre-script from the
+    freeze hook to the thaw hook."""
+    vm = qga_vm
+    vm.write("/etc/vmsnapshot/vmsnapshot.toml", HELD_TOML, mode=0o600)
+    vm.call("spawn", name="qemu-ga", argv=["/usr/sbin/qemu-ga"])  # as its unit does
+    assert vm.qga is not None
+    vm.qga.sync()
+    frozen = vm.qga.command("guest-fsfreeze-freeze", timeout=SCRIPT_STEP_S)
+    try:
+        assert frozen >= 2, frozen                     # / and /data
+        assert vm.qga.command("guest-fsfreeze-status") == "frozen"
+        token = vm.read(RUN + "/quiesce-token").strip()
+        assert vm.read(RUN + "/hold.state").startswith("held "), "not held"
+        assert vm.read(RUN + "/app.state").startswith("paused " + token)
+        vm.call("spawn", name="qga-probe", argv=["/bin/sh", "-c", "echo x > /var/lib/vmtest/q"])
+        assert vm.call("wait", name="qga-probe", timeout=2)["running"]
+        taken = vm.snapshot()
+    finally:
+        thawed = vm.qga.command("guest-fsfreeze-thaw", timeout=SCRIPT_STEP_S)
+    assert thawed == frozen
+    assert vm.read(RUN + "/hold.state").strip() == "released"
+    assert vm.read(POST_MARKER[0]).strip() == token
+    report = json.loads(vm.read("/run/vmsnapshot/hook-status.json"))
+    assert report["consistency"] == "application", report
+    assert report["errors"] == []
+    assert [(s["phase"], s["returncode"]) for s in report["scripts"]] == \
+        [("pre", 0), ("post", 0)], report["scripts"]
+    assert vm.call("wait", name="qga-probe", timeout=30)["rc"] == 0
+    assert_alive(vm)
+
+    snap = Snapshot(taken, str(tmp_path))
+    try:
+        check_application_consistent(snap, token)
+    finally:
+        snap.remove()
