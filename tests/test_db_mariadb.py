@@ -17,9 +17,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers.cli import vmsnapshot_cmd
 from tests.helpers.db import db_env  # noqa: F401
-from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, HeldProcess, LoopFS,
-                              MariaServer, RowLoad, checked,
-                              example_plugins, mariadb_rows, need,
+from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, LoopFS, MariaServer,
+                              checked, example_plugins, mariadb_rows, need,
                               negative_control, read_state, verdict,
                               wait_or_kill)
 from tests.helpers.loopfs import is_frozen
@@ -64,7 +63,7 @@ def wait_until(what: str, cond: Callable[[], bool], timeout: float = 30
 
 
 def test_lock_holds_until_eof(db: Db):
-    held = HeldProcess(db.hook("pre"))
+    held = db.env.hold(db.hook("pre"))
     assert held.ready_line == "READY"
     recorded = read_state(os.path.join(db.state, "binlog-position"))
     status = db.server.sql("SHOW MASTER STATUS").split("\t")
@@ -93,7 +92,7 @@ def test_lock_holds_until_eof(db: Db):
 
 
 def test_lost_session_is_reported(db: Db):
-    held = HeldProcess(db.hook("pre"))
+    held = db.env.hold(db.hook("pre"))
     assert held.ready_line == "READY"
     ids = db.server.sql("SELECT id FROM information_schema.processlist WHERE"
                         " command = 'Sleep' AND id <> CONNECTION_ID()")
@@ -128,7 +127,7 @@ def test_credentials_file_never_on_the_command_line(db: Db):
     assert res.returncode == 1 and "chmod 600" in res.stderr, res.stderr
 
     os.chmod(creds, 0o600)
-    held = HeldProcess(db.hook("pre", "--credentials", creds))
+    held = db.env.hold(db.hook("pre", "--credentials", creds))
     assert held.ready_line == "READY"
     cmdlines = all_command_lines()
     rc, err = held.release()
@@ -190,7 +189,7 @@ def test_killed_supervisor_never_leaves_the_server_locked(db: Db):
 
 def snapshot_under_load(db: Db, config: str):
     """Load, snapshot, more load, stop: (report, copy, acks, run start)."""
-    load = RowLoad(db.server)
+    load = db.env.row_load(db.server)
     wait_until("the load", lambda: min(len(w.acks) for w in load.writers)
                >= 20)
     started = time.time()
@@ -279,11 +278,11 @@ def sql_thread(server: MariaServer) -> str:
 def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
     # A replica whose primary is unreachable still runs its SQL thread.
     db.server.sql("CHANGE MASTER TO MASTER_HOST = '127.0.0.1', "
-                  "MASTER_PORT = 9, MASTER_CONNECT_RETRY = 60; START SLAVE SQL_THREAD")
+                  "MASTER_PORT = 9; START SLAVE SQL_THREAD")
     wait_until("the SQL thread", lambda: sql_thread(db.server) == "Yes")
     marker = os.path.join(db.state, "sql-thread-stopped")
 
-    held = HeldProcess(db.hook("pre", "--replica"))
+    held = db.env.hold(db.hook("pre", "--replica"))
     assert held.ready_line == "READY"
     assert sql_thread(db.server) == "No"
     assert os.path.exists(marker)
@@ -296,7 +295,7 @@ def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
 
     # A held pre killed outright: its session dies (the lock with it), the
     # SQL thread stays stopped, and post starts it again.
-    held = HeldProcess(db.hook("pre", "--replica"))
+    held = db.env.hold(db.hook("pre", "--replica"))
     assert held.ready_line == "READY"
     os.killpg(held.proc.pid, signal.SIGKILL)
     held.finish()

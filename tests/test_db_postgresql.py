@@ -15,10 +15,10 @@ from typing import List, Sequence
 import pytest
 
 from tests.helpers.db import db_env  # noqa: F401
-from tests.helpers.db import (DbEnv, HeldProcess, LoopFS, PgbenchLoad,
-                              PgServer, checked, example_plugins, need,
-                              negative_control, pg_balances_agree,
-                              pg_history, read_state, verdict)
+from tests.helpers.db import (DbEnv, LoopFS, PgServer, checked,
+                              example_plugins, need, negative_control,
+                              pg_balances_agree, pg_history, read_state,
+                              verdict)
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -72,7 +72,7 @@ def test_checkpoint_mode(db: Db):
     assert checkpoint_lsn(db.server) != before
 
     # Held anyway (hold = true): READY, then it waits for EOF.
-    held = HeldProcess(db.hook("pre"), env={"VMSNAPSHOT_HOLD": "1"})
+    held = db.env.hold(db.hook("pre"), env={"VMSNAPSHOT_HOLD": "1"})
     assert held.ready_line == "READY"
     time.sleep(1.2)
     assert held.proc.poll() is None
@@ -81,7 +81,7 @@ def test_checkpoint_mode(db: Db):
 
 
 def test_backup_mode_holds_the_backup_until_eof(db: Db):
-    held = HeldProcess(db.hook("pre", "--mode", "backup", "--label",
+    held = db.env.hold(db.hook("pre", "--mode", "backup", "--label",
                                "vms-test"))
     assert held.ready_line == "READY"
     info = read_state(os.path.join(db.state, "vms-test", "backup_start"))
@@ -105,7 +105,7 @@ def test_backup_mode_holds_the_backup_until_eof(db: Db):
 
 
 def test_backup_mode_lost_session_is_reported(db: Db):
-    held = HeldProcess(db.hook("pre", "--mode", "backup"))
+    held = db.env.hold(db.hook("pre", "--mode", "backup"))
     assert held.ready_line == "READY"
     db.server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                   "WHERE query LIKE 'SELECT pg_backup_start%' "
@@ -126,7 +126,7 @@ def test_backup_mode_refuses_to_run_unheld(db: Db):
 def snapshot_under_load(db: Db, config: str):
     """pgbench, snapshot, pgbench goes on, server stopped:
     (report, copy, acks, start of the run)."""
-    load = PgbenchLoad(db.server, db.env.dir("pgbench", "postgres"))
+    load = db.env.pgbench(db.server)
     deadline = time.monotonic() + 30
     while int(db.server.sql("SELECT count(*) FROM pgbench_history")) < 30:
         assert time.monotonic() < deadline, "pgbench made no progress"

@@ -116,12 +116,15 @@ def checked(argv: Sequence[str], timeout: float = 120, **kw
 
 
 def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
-    """Wait for a child we started in its own session; SIGKILL its group
-    if it overstays. Always reaped."""
+    """Wait for a child; SIGKILL it if it overstays (its whole group if it
+    leads one: never ours). Always reaped."""
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
         return proc.wait()
 
 
@@ -265,7 +268,8 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
 UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
 INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler)
-  VALUES (:tid, :bid, :aid, :delta, now(), :r || '-' || :client_id || '-' || :n);
+  VALUES (:tid, :bid, :aid, :delta, now(),
+          :r || '-' || :client_id || '-' || :n);
 END;
 """
 ROUND_WRITERS = 100     # writer id = round * 100 + client
@@ -313,14 +317,18 @@ class PgbenchLoad(threading.Thread):
                 return
             self.rounds.append(started)
 
+    def halt(self, timeout: float = 120) -> None:
+        """No new round; wait for the running one (idempotent)."""
+        self.stop_event.set()
+        self.join(timeout)
+
     def stop(self, after: float, timeout: float = 120) -> Acks:
         """Once a round that started after ``after`` has finished."""
         deadline = time.monotonic() + timeout
         while self.error is None and not any(t > after for t in self.rounds):
             assert time.monotonic() < deadline, "pgbench rounds stalled"
             time.sleep(0.05)
-        self.stop_event.set()
-        self.join(timeout)
+        self.halt(timeout)
         assert self.error is None, self.error
         acks: Acks = {}
         for path in glob.glob(os.path.join(self.workdir, "txlog-*")):
@@ -328,7 +336,8 @@ class PgbenchLoad(threading.Thread):
             with open(path) as f:
                 for line in f:
                     client, n, _lat, _script, sec, usec = line.split()[:6]
-                    acks.setdefault(r * ROUND_WRITERS + int(client), []).append(
+                    writer = r * ROUND_WRITERS + int(client)
+                    acks.setdefault(writer, []).append(
                         (int(n), int(sec) + int(usec) / 1e6))
         return acks
 
@@ -466,12 +475,19 @@ class RowWriter(threading.Thread):
 class RowLoad:
     def __init__(self, server: MariaServer, writers: int = 3):
         self.writers = [RowWriter(server, w) for w in range(1, writers + 1)]
+        self.halted = False
         for writer in self.writers:
             writer.start()
 
+    def halt(self) -> None:
+        """Stop every writer (idempotent)."""
+        if not self.halted:
+            self.halted = True
+            for writer in self.writers:
+                writer.finish()
+
     def stop(self) -> Acks:
-        for writer in self.writers:
-            writer.finish()
+        self.halt()
         errors = [w.error for w in self.writers if w.error]
         assert not errors, errors
         return {w.writer: w.acks for w in self.writers}
@@ -689,6 +705,23 @@ class DbEnv:
             os.rename(template + ".new", template)
         checked(["cp", "-a", "--", template, datadir])
 
+    def hold(self, argv: Sequence[str], **kw) -> "HeldProcess":
+        """Run a hook as vmsnapshot holds it; killed at teardown if a test
+        fails while it holds."""
+        held = HeldProcess(argv, **kw)
+        self.stack.callback(held.close)
+        return held
+
+    def pgbench(self, pg: PgServer) -> PgbenchLoad:
+        load = PgbenchLoad(pg, self.dir("pgbench", "postgres"))
+        self.stack.callback(load.halt)
+        return load
+
+    def row_load(self, server: MariaServer) -> RowLoad:
+        load = RowLoad(server)
+        self.stack.callback(load.halt)
+        return load
+
     # -- servers
     def start(self, server: Server) -> Server:
         self.stack.callback(server.stop)
@@ -743,6 +776,7 @@ class HeldProcess:
             stderr=subprocess.PIPE, text=True,
             env=dict({"PATH": PATH, "LANG": "C.UTF-8"}, **(env or {})),
             start_new_session=True)
+        self.result: Optional[Tuple[int, str]] = None
         self.ready_line = self._readline(timeout)
 
     def _readline(self, timeout: float) -> str:
@@ -755,16 +789,27 @@ class HeldProcess:
         reader.join(timeout)
         return result[0].strip() if result else ""
 
+    def close(self) -> None:
+        """Teardown: kill it if a failed test left it holding (idempotent)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.finish()
+
     def release(self, timeout: float = 60) -> Tuple[int, str]:
+        """EOF on its stdin, as vmsnapshot's post phase does."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         return self.finish(timeout)
 
     def finish(self, timeout: float = 60) -> Tuple[int, str]:
-        wait_or_kill(self.proc, timeout)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        return self.proc.returncode, err
+        """Wait for its exit: (exit status, stderr); idempotent."""
+        if self.result is None:
+            wait_or_kill(self.proc, timeout)
+            assert self.proc.stderr is not None
+            err = self.proc.stderr.read()
+            for pipe in (self.proc.stdin, self.proc.stdout,
+                         self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            self.result = (self.proc.returncode, err)
+        return self.result
