@@ -50,9 +50,6 @@ def db(db_env: DbEnv) -> Db:
             "archive_command=test ! -f %s/%%f && cp %%p %s/%%f"
             % (archive, archive),))
     server.tool("pgbench", "-i", "-s", "1", "-q", "postgres")
-    # Setup written back: only what the load writes differs between a
-    # quiesced snapshot and the negative control.
-    checked(["sync", "-f", fs.mountpoint])
     return Db(db_env, fs, server, db_env.dir("state"), archive)
 
 
