@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -71,18 +72,39 @@ def is_frozen(mountpoint: str) -> bool:
     return "busy" in res.stderr.lower()
 
 
+def _retry(argv: List[str], seconds: float = 10.0
+           ) -> subprocess.CompletedProcess:
+    """Run until it succeeds or time is up. A loop device detached a moment
+    ago may still hold its image (udev probing it, the kernel's deferred
+    release), which makes the filesystem holding the image busy briefly."""
+    deadline = time.monotonic() + seconds
+    while True:
+        res = run(*argv, check=False)
+        if res.returncode == 0 or time.monotonic() > deadline:
+            return res
+        time.sleep(0.1)
+
+
+def _wait_detached(device: str, seconds: float = 10.0) -> None:
+    backing = "/sys/block/%s/loop/backing_file" % os.path.basename(device)
+    deadline = time.monotonic() + seconds
+    while os.path.exists(backing) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def destroy_loopfs(lfs: LoopFS) -> List[str]:
     """Thaw, unmount, detach, delete; never raises, returns problems."""
     problems = []
     run("fsfreeze", "-u", lfs.mountpoint, check=False)
     if os.path.ismount(lfs.mountpoint):
-        res = run("umount", lfs.mountpoint, check=False)
+        res = _retry(["umount", lfs.mountpoint])
         if res.returncode != 0:
             problems.append("umount %s: %s" % (lfs.mountpoint, res.stderr))
             run("umount", "-l", lfs.mountpoint, check=False)
     res = run("losetup", "-d", lfs.device, check=False)
     if res.returncode != 0 and "No such device" not in res.stderr:
         problems.append("losetup -d %s: %s" % (lfs.device, res.stderr))
+    _wait_detached(lfs.device)
     try:
         os.unlink(lfs.image)
     except OSError:
