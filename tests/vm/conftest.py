@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -21,6 +21,15 @@ from tests.vm.machine import Machine
 CACHE = os.environ.get("VMSNAPSHOT_VM_CACHE")
 # ... and VMSNAPSHOT_VM_DEB to a .deb to bake instead of building one.
 PREBUILT_DEB = os.environ.get("VMSNAPSHOT_VM_DEB")
+# (what, seconds) for the closing summary: image build and boot times.
+TIMINGS: List[Tuple[str, float]] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.write_sep("-", "VM suite timings")
+        for what, seconds in TIMINGS:
+            terminalreporter.write_line("%-40s %6.1f s" % (what, seconds))
 
 
 def _builder_digest(deb: str) -> str:
@@ -57,7 +66,7 @@ def vm_image(tmp_path_factory: pytest.TempPathFactory) -> vmimage.GuestImage:
     image = vmimage.build_image(workdir, deb)
     with open(_image_json(workdir), "w") as f:
         json.dump(image.__dict__, f)
-    print("\nguest image built in %.0f s (kernel %s)" % (image.build_s, image.kernel_version))
+    TIMINGS.append(("guest image build (kernel %s)" % image.kernel_version, image.build_s))
     return image
 
 
@@ -72,8 +81,8 @@ def machine_factory(vm_image: vmimage.GuestImage, tmp_path_factory: pytest.TempP
         vm = Machine(vm_image, str(tmp_path_factory.mktemp(name)), **kw)
         started.append(vm)
         vm.start()
-        print("\n%s booted in %.1f s (guest uptime %.1f s at ready)"
-              % (name, vm.boot_s, vm.guest_uptime))
+        TIMINGS.append(("boot %s (guest ready at uptime %.1f s)" % (name, vm.guest_uptime),
+                        vm.boot_s))
         return vm
 
     yield factory
