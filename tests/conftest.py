@@ -85,6 +85,16 @@ def loopfs_factory(root_loop: None, tmp_path) -> Iterator[Callable[..., LoopFS]]
     assert not problems, problems
 
 
+@pytest.fixture
+def no_config(tmp_path) -> str:
+    """An empty native config file (root, 600): a freeze-only run that
+    never reads the machine's own /etc configuration."""
+    path = tmp_path / "vmsnapshot.toml"
+    path.write_text("")
+    os.chmod(str(path), 0o600)
+    return str(path)
+
+
 @pytest.fixture(params=["ext4", "xfs", "btrfs"])
 def anyfs(request, loopfs_factory) -> LoopFS:
     return loopfs_factory(request.param)

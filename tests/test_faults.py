@@ -15,13 +15,6 @@ from tests.helpers.cli import ROOT, run_json, vmsnapshot_cmd
 from tests.helpers.loopfs import is_frozen, run
 
 
-@pytest.fixture
-def no_config(tmp_path):
-    path = tmp_path / "empty.toml"
-    path.write_text("")
-    os.chmod(path, 0o600)
-    return str(path)
-
 
 def start_run(args, tmp_path, snapshot):
     """Start `vmsnapshot run` in the background; its snapshot command

@@ -16,14 +16,6 @@ from tests.helpers.loopfs import is_frozen, run
 
 
 
-@pytest.fixture
-def no_config(tmp_path):
-    """An empty native config file (root, 600): freeze only."""
-    path = tmp_path / "vmsnapshot.toml"
-    path.write_text("")
-    os.chmod(path, 0o600)
-    return str(path)
-
 
 def probe_script(tmp_path, mounts):
     """A snapshot command that records, for each mount, whether it is
