@@ -5,11 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 
-import pytest
 
 from tests.helpers.cli import run_json, run_vmsnapshot
 from tests.helpers.loopfs import is_frozen, run

@@ -3,9 +3,8 @@ template with real scripts on disk, every error name of the catalogue's
 script/config rows, and the failure policy (issue 3's "done when")."""
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import pytest
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Optional, Sequence
 
 from vmsnapshot.cycle import RunOptions, run_cycle
