@@ -3,7 +3,6 @@ the freshly built .deb) and machines that are always stopped."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from typing import Callable, Iterator, List, Tuple
@@ -42,10 +41,6 @@ def _builder_digest(deb: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _image_json(workdir: str) -> str:
-    return os.path.join(workdir, "image.json")
-
-
 @pytest.fixture(scope="session")
 def vm_image(tmp_path_factory: pytest.TempPathFactory) -> vmimage.GuestImage:
     if os.geteuid() != 0:
@@ -57,15 +52,13 @@ def vm_image(tmp_path_factory: pytest.TempPathFactory) -> vmimage.GuestImage:
     deb = PREBUILT_DEB or chroot.build_deb(os.path.join(base, "deb"))
     if CACHE:
         workdir = os.path.join(CACHE, _builder_digest(deb))
-        if os.path.exists(_image_json(workdir)):
-            with open(_image_json(workdir)) as f:
-                return vmimage.GuestImage(**json.load(f))
+        cached = vmimage.load_image(workdir)
+        if cached is not None:
+            return cached
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         workdir = os.path.join(base, "image")
     image = vmimage.build_image(workdir, deb)
-    with open(_image_json(workdir), "w") as f:
-        json.dump(image.__dict__, f)
     TIMINGS.append(("guest image build (kernel %s)" % image.kernel_version, image.build_s))
     return image
 

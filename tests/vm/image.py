@@ -16,8 +16,8 @@ boot with `python3 -m tests.vm.machine OUTDIR`.
 """
 from __future__ import annotations
 
-import glob
 import io
+import json
 import lzma
 import os
 import shutil
@@ -84,6 +84,20 @@ class GuestImage:
     build_s: float
 
 
+def save_image(image: GuestImage, workdir: str) -> None:
+    with open(os.path.join(workdir, "image.json"), "w") as f:
+        json.dump(image.__dict__, f)
+
+
+def load_image(workdir: str) -> Optional[GuestImage]:
+    """The image built into workdir earlier, or None."""
+    try:
+        with open(os.path.join(workdir, "image.json")) as f:
+            return GuestImage(**json.load(f))
+    except FileNotFoundError:
+        return None
+
+
 def missing_host_tools() -> List[str]:
     return sorted({pkg for tool, pkg in HOST_TOOLS.items()
                    if shutil.which(tool, path=chroot.CLEAN_ENV["PATH"]) is None})
@@ -110,11 +124,14 @@ def build_root(root: str, deb: str) -> str:
     """Fill directory root with the guest system; return the kernel version."""
     chroot.make_debian_root(root)
     # The kernel's postinst would build Debian's initramfs, which we do not
-    # boot (see the module doc): skip that minute of work.
-    conf = os.path.join(root, "etc/initramfs-tools/update-initramfs.conf")
-    os.makedirs(os.path.dirname(conf), exist_ok=True)
-    with open(conf, "w") as f:
-        f.write("update_initramfs=no\n")
+    # boot (see the module doc): divert update-initramfs to a no-op first,
+    # as Debian's live-build does.
+    chroot.chroot_run(root, ["dpkg-divert", "--local", "--rename", "--add",
+                             "/usr/sbin/update-initramfs"])
+    stub = os.path.join(root, "usr/sbin/update-initramfs")
+    with open(stub, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    os.chmod(stub, 0o755)
     chroot.apt_get(root, "install", *GUEST_PACKAGES, timeout=900)
     chroot.install_debs(root, deb)
     # The image uses the Azure-format file; the native one, which the
@@ -286,8 +303,10 @@ def build_image(workdir: str, deb: str) -> GuestImage:
     data_disk = os.path.join(workdir, "data.qcow2")
     make_data_disk(workdir, data_disk)
     chroot.remove_root(rootdir)
-    return GuestImage(kernel, initrd, root_disk, data_disk, kver,
-                      time.monotonic() - start)
+    image = GuestImage(kernel, initrd, root_disk, data_disk, kver,
+                       time.monotonic() - start)
+    save_image(image, workdir)
+    return image
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 
 class ChannelTimeout(AssertionError):
@@ -126,6 +126,3 @@ class GuestAgent:
             raise QMPError("%s: %s" % (name, reply["error"]))
         return reply.get("return")
 
-
-def jsonable(obj: Optional[Dict[str, Any]]) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True)

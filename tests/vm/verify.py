@@ -67,11 +67,6 @@ def ext4_read(raw: str, path: str) -> Optional[str]:
     return res.stdout
 
 
-def ext4_exists(raw: str, path: str) -> bool:
-    res = _run(["debugfs", "-R", "stat %s" % path, raw], check=False)
-    return res.returncode == 0 and "not found" not in res.stderr
-
-
 # ---------------------------------------------------------------- xfs
 
 def xfs_log_leftovers(raw: str) -> List[str]:
