@@ -45,7 +45,8 @@ def wait_frozen(vm: Machine, name: str, timeout: float = SCRIPT_STEP_S) -> None:
     assert line == "frozen", line
 
 
-def finish_run(vm: Machine, name: str, timeout: float = SCRIPT_STEP_S) -> Tuple[int, Dict[str, Any]]:
+def finish_run(vm: Machine, name: str,
+               timeout: float = SCRIPT_STEP_S) -> Tuple[int, Dict[str, Any]]:
     reply = vm.call("wait", name=name, timeout=timeout)
     assert not reply["running"], "vmsnapshot still running after %d s:\n%s" % (
         timeout, reply["err"])

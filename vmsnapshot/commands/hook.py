@@ -43,7 +43,8 @@ EXIT_NOT_CONSISTENT = 1
 EXIT_FAILED = 3
 SOCKET_NAME = "hook.sock"
 STATUS_NAME = "hook-status.json"
-_EXIT_BY_LEVEL = {policy.FAILED: EXIT_FAILED, policy.CRASH: EXIT_NOT_CONSISTENT}
+_EXIT_BY_LEVEL = {policy.FAILED: EXIT_FAILED,
+                  policy.CRASH: EXIT_NOT_CONSISTENT}
 
 
 def hook_command(action: str, config_path: Optional[str]) -> int:
