@@ -209,7 +209,7 @@ def test_reasons_on_a_synthetic_machine(tmp_path) -> None:
     decisions = plan(parse_mountinfo(SYNTHETIC), exclude=["/mnt/*"],
                      sysfs=sysfs)
     assert [(d.info.mount_point, d.reason, d.wave) for d in decisions] == [
-        ("/", None, 0),
+        ("/", None, 1),
         ("/proc", "pseudo filesystem (proc)", None),
         ("/net", "network filesystem (nfs4)", None),
         ("/home/u/remote", "FUSE filesystem (fuse.sshfs)", None),

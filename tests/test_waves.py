@@ -196,7 +196,7 @@ def test_image_inside_itself_is_ignored(tmp_path, caplog) -> None:
     mounts = parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
                              "2 1 7:0 / /a rw - ext4 /dev/loop0 rw\n")
     with caplog.at_level(logging.WARNING, logger="vmsnapshot.waves"):
-        assert waves_of(mounts, sysfs, ("/", "/a")) == {"/": 0, "/a": 0}
+        assert waves_of(mounts, sysfs, ("/", "/a")) == {"/": 1, "/a": 0}
     assert "lives on an image inside itself" in caplog.text
 
 
@@ -224,13 +224,14 @@ def test_root_on_a_loop_image_goes_before_its_holder(tmp_path) -> None:
                              "2 1 8:1 / /run/iso rw - ext4 /dev/sda1 rw\n"
                              "3 1 8:2 / /data rw - ext4 /dev/sda2 rw\n")
     assert waves_of(mounts, sysfs, ("/", "/run/iso", "/data")) == {
-        "/": 0, "/run/iso": 1, "/data": 0}
+        "/": 1, "/run/iso": 2, "/data": 0}
 
 
-def test_no_sysfs_entries_means_one_wave_root_last(tmp_path) -> None:
+def test_no_sysfs_entries_means_one_wave_then_root(tmp_path) -> None:
     mounts = parse_mountinfo(MACHINE)
     assert waves_of(mounts, str(tmp_path), ("/", "/b", "/c")) == {
-        "/": 0, "/b": 0, "/c": 0}
+        "/": 1, "/b": 0, "/c": 0}
+    assert waves_of(mounts, str(tmp_path), ("/",)) == {"/": 0}
     assert assign_waves([], mounts, str(tmp_path)) == {}
 
 

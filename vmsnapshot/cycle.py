@@ -51,7 +51,7 @@ def run_cycle(opts: RunOptions) -> Report:
         return Report(policy.FAILED, False, [e.record()])
 
 
-def _load(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
+def load_run_config(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
     """A broken configuration runs no script but still freezes with the
     defaults: a filesystem-consistent snapshot beats none."""
     try:
@@ -70,7 +70,7 @@ def _load(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
 
 
 def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
-    config, errors = _load(opts)
+    config, errors = load_run_config(opts)
     settings = config.freeze
     decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
                             include=settings.include,
@@ -98,11 +98,11 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
             _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
                                  report)
     finally:
-        _post_phase(config, held, held_errors, scripts, report)
+        post_phase(config, held, held_errors, scripts, report)
     return report
 
 
-def _post_phase(config: Config, held: Sequence[HeldHook],
+def post_phase(config: Config, held: Sequence[HeldHook],
                 held_errors: List[ErrorRecord], scripts: List[ScriptResult],
                 report: Report) -> None:
     # Post phase, after the thaw: release held hooks, then post-scripts of

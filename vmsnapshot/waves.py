@@ -189,10 +189,13 @@ def waves_from_dependencies(frozen: Sequence[MountInfo],
         place(i)
     root = next((m.mount_id for m in frozen if m.mount_point == "/"), None)
     if root is not None:
-        # Last among everything not bound to come after it: only what holds
-        # the root's own image (root on a loop device) follows it.
+        # After everything not bound to come after it (only what holds the
+        # root's own image, root on a loop device, follows it): the root
+        # carries the system's logs and spools, so it is frozen for the
+        # shortest time, once every other filesystem already is.
         after = _reachable(root, before)
-        wave[root] = max(w for i, w in wave.items() if i not in after)
+        wave[root] = max([wave[root]] + [w + 1 for i, w in wave.items()
+                                         if i not in after and i != root])
         for i in order[order.index(root) + 1:]:
             place(i)
     return wave

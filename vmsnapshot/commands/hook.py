@@ -29,7 +29,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from vmsnapshot import policy
-from vmsnapshot.cycle import RunOptions, _load, _post_phase
+from vmsnapshot.cycle import RunOptions, load_run_config, post_phase
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.held import start_held
 from vmsnapshot.report import Report, write_status_file
@@ -113,7 +113,7 @@ def _hold(config_path: Optional[str], wfd: int) -> int:
         _tell(wfd, False, [e.record()])
         return EXIT_FAILED
     try:
-        config, errors = _load(RunOptions(config_path=config_path))
+        config, errors = load_run_config(RunOptions(config_path=config_path))
         held = [start_held(p) for p in config.plugins if p.hold and p.pre]
         held_errors = [e for e in (h.wait_ready() for h in held) if e]
         scripts = run_phase(config.plugins, "pre")
@@ -139,7 +139,7 @@ def _hold(config_path: Optional[str], wfd: int) -> int:
                     "pre-scripts were released" % config.freeze.timeout))
             report.consistency = policy.level(pre, policy.FreezeOutcome(
                 True, conn is not None, hooks_held))
-        _post_phase(config, held, held_errors, scripts, report)
+        post_phase(config, held, held_errors, scripts, report)
         _finish(report, conn)
         return _EXIT_BY_LEVEL.get(report.consistency, EXIT_OK)
     finally:
