@@ -22,6 +22,7 @@ from vmsnapshot.runlock import RunLock
 from vmsnapshot.scripts import ScriptResult, run_phase
 from vmsnapshot.signals import SignalTrap
 from vmsnapshot.snapshot import run_snapshot
+from vmsnapshot.spawn import signal_name
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
 
 
 def post_phase(config: Config, held: Sequence[HeldHook],
-                held_errors: List[ErrorRecord], scripts: List[ScriptResult],
-                report: Report) -> None:
+               held_errors: List[ErrorRecord], scripts: List[ScriptResult],
+               report: Report) -> None:
     # Post phase, after the thaw: release held hooks, then post-scripts of
     # every plugin whose pre-script ran (also when it failed).
     released = [hook.release() for hook in held]
@@ -185,7 +186,7 @@ def _exit_text(snap: SnapshotReport) -> str:
     if snap.returncode is None:
         return "could not be started"
     if snap.returncode < 0:
-        return "killed by signal %d" % -snap.returncode
+        return "killed by %s" % signal_name(-snap.returncode)
     return "exit status %d" % snap.returncode
 
 
