@@ -243,3 +243,21 @@ def test_thaw_recover_without_state_is_a_no_op(root_loop):
 def test_version():
     res = run_vmsnapshot("--version")
     assert res.returncode == 0 and res.stdout.startswith("vmsnapshot ")
+
+
+def test_named_mount_that_cannot_be_frozen_is_listed(loopfs_factory,
+                                                     tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro))
+    try:
+        report = run_json("run", "--config", no_config, "--mount", str(a),
+                          "--mount", str(ro), "--json", "--", "true")
+    finally:
+        run("umount", str(ro))
+    by_path = {m["path"]: m for m in report["mounts"]}
+    assert by_path[str(a)]["frozen"] is True
+    assert by_path[str(ro)]["frozen"] is False
+    assert "pseudo filesystem" in by_path[str(ro)]["error"]
+    assert report["consistency"] == "filesystem"

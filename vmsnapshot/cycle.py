@@ -7,6 +7,7 @@ the failure policy, so the sequence can be read top to bottom.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,7 +18,8 @@ from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.freezing import FreezeSession, close_targets, open_targets
 from vmsnapshot.heldlog import logs_held_in_memory
 from vmsnapshot.held import HeldHook, start_held
-from vmsnapshot.report import FreezeReport, Report, SnapshotReport
+from vmsnapshot.report import (FreezeReport, MountReport, Report,
+                               SnapshotReport)
 from vmsnapshot.runlock import RunLock
 from vmsnapshot.scripts import ScriptResult, run_phase
 from vmsnapshot.signals import SignalTrap
@@ -128,6 +130,7 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
     targets = []
     if settings.enabled:
         targets, report.mounts, open_errors = open_targets(decisions)
+        report.mounts += _named_but_not_frozen(decisions, opts.mounts)
         report.errors += open_errors
         all_frozen = not open_errors
     try:
@@ -178,6 +181,19 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
         report.errors.append(_interrupted(trap, "while frozen"))
     report.consistency = policy.level(
         pre, policy.FreezeOutcome(all_frozen, held_through, hooks_held))
+
+
+def _named_but_not_frozen(decisions: Sequence[mounts.MountDecision],
+                          selected: Sequence[str]) -> List[MountReport]:
+    """A --mount that is not frozen (pseudo, read-only, excluded...) is
+    listed with the reason, so the report never hides it. One that shares
+    a frozen superblock is covered by that freeze and not repeated."""
+    named = {os.path.realpath(p) for p in selected}
+    return [MountReport(d.info.mount_point, d.info.fstype, False,
+                        error="not frozen: %s" % d.reason)
+            for d in decisions
+            if d.info.mount_point in named and not d.freeze and d.reason
+            and not d.reason.startswith("same superblock")]
 
 
 def _exit_text(snap: SnapshotReport) -> str:
