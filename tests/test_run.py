@@ -261,3 +261,16 @@ def test_named_mount_that_cannot_be_frozen_is_listed(loopfs_factory,
     assert by_path[str(ro)]["frozen"] is False
     assert "pseudo filesystem" in by_path[str(ro)]["error"]
     assert report["consistency"] == "filesystem"
+
+
+def test_presync_from_the_native_config(loopfs_factory, tmp_path):
+    a = loopfs_factory("xfs")
+    with open(a.mountpoint + "/dirty", "wb") as f:
+        f.write(b"x" * (4 << 20))       # in the page cache, not yet on disk
+    config = tmp_path / "presync.toml"
+    config.write_text("[freeze]\npresync = true\ntimeout = 30\n")
+    os.chmod(str(config), 0o600)
+    report = run_json("run", "--config", str(config), "--mount", str(a),
+                      "--json", "--", "true")
+    assert report["consistency"] == "filesystem", report["errors"]
+    assert report["mounts"][0]["frozen"] is True
