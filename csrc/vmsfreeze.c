@@ -59,7 +59,9 @@ enum note_kind {
 	NOTE_FROZEN = 3,	/* FIFREEZE of index succeeded */
 	NOTE_NOT_OURS = 4,	/* FIFREEZE failed: never thaw index */
 	NOTE_RELEASED = 5,	/* index was thawed (FITHAW attempted) */
-	NOTE_END = 6		/* clean end: exit without thawing */
+	NOTE_END = 6,		/* clean end: exit without thawing */
+	NOTE_CHILD = 7,		/* arg = a process group to kill on EOF */
+	NOTE_CHILD_GONE = 8	/* arg = that group's leader was reaped */
 };
 
 struct note {
@@ -918,6 +920,7 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos)
 #define G_FROZEN	0x2	/* FIFREEZE succeeded */
 #define G_NOT_OURS	0x4	/* FIFREEZE failed: never thaw */
 #define G_RELEASED	0x8	/* thawed, by the run or by us */
+#define G_MAX_CHILDREN	8	/* snapshot commands of one run: one */
 
 struct guardian {
 	size_t n;
@@ -931,6 +934,7 @@ struct guardian {
 	int maxfd;		/* bound for closing without close_range */
 	char *state_path;	/* the run's state file, or NULL */
 	int thaw_failed;	/* a FITHAW failed: keep the state file */
+	pid_t children[G_MAX_CHILDREN];	/* groups to kill on EOF, 0 = free */
 };
 
 static void guardian_free(struct guardian *g)
@@ -1004,6 +1008,38 @@ static void guardian_thaw(struct guardian *g)
 	}
 }
 
+/* Remember (or forget) a process group to kill if the supervisor dies. */
+static void guardian_child(struct guardian *g, int add, int32_t pgid)
+{
+	size_t k;
+
+	if (pgid <= 1)
+		return;
+	for (k = 0; k < G_MAX_CHILDREN; k++) {
+		if (add && g->children[k] == 0) {
+			g->children[k] = pgid;
+			return;
+		}
+		if (!add && g->children[k] == pgid) {
+			g->children[k] = 0;
+			return;
+		}
+	}
+}
+
+/*
+ * The supervisor died: its snapshot command (a session of its own, so no
+ * terminal or parent death reaches it) must not outlive the run.
+ */
+static void guardian_kill_children(const struct guardian *g)
+{
+	size_t k;
+
+	for (k = 0; k < G_MAX_CHILDREN; k++)
+		if (g->children[k] > 1)
+			kill(-g->children[k], SIGKILL);
+}
+
 /* Apply one record; returns 1 on END, -1 if it makes no sense. */
 static int guardian_record(struct guardian *g, const struct note *rec,
 			   int64_t *deadline)
@@ -1019,6 +1055,10 @@ static int guardian_record(struct guardian *g, const struct note *rec,
 		return -1;
 	if (rec->kind == NOTE_END)
 		return 1;
+	if (rec->kind == NOTE_CHILD || rec->kind == NOTE_CHILD_GONE) {
+		guardian_child(g, rec->kind == NOTE_CHILD, rec->arg);
+		return 0;
+	}
 	if (rec->kind == NOTE_START) {
 		*deadline = now_ns() +
 			    ((int64_t)rec->arg + g->grace_ms) * 1000000;
@@ -1116,6 +1156,7 @@ static void guardian_main(struct guardian *g)
 			 * It lives on /run (tmpfs), never frozen. */
 			if (g->state_path && !g->thaw_failed)
 				unlink(g->state_path);
+			guardian_kill_children(g);
 			_exit(status == VMS_GUARDIAN_CLEAN ? VMS_GUARDIAN_EOF
 							   : status);
 		}
@@ -1235,9 +1276,9 @@ fail:
 	return -1;
 }
 
-int vms_guardian_end(int sock)
+static int guardian_send(int sock, uint32_t kind, int32_t arg)
 {
-	struct note rec = { NOTE_MAGIC, NOTE_END, 0, 0 };
+	struct note rec = { NOTE_MAGIC, kind, 0, arg };
 	ssize_t r;
 
 	do
@@ -1248,4 +1289,18 @@ int vms_guardian_end(int sock)
 	if (r >= 0)
 		errno = EIO;
 	return -1;
+}
+
+int vms_guardian_end(int sock)
+{
+	return guardian_send(sock, NOTE_END, 0);
+}
+
+int vms_guardian_child(int sock, int pgid, int gone)
+{
+	if (pgid <= 1) {
+		errno = EINVAL;
+		return -1;
+	}
+	return guardian_send(sock, gone ? NOTE_CHILD_GONE : NOTE_CHILD, pgid);
 }

@@ -155,6 +155,15 @@ int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
  */
 int vms_guardian_end(int sock);
 
+/*
+ * Name a process group (the snapshot command's session) that the guardian
+ * kills with SIGKILL if the supervisor dies, so nothing of the run
+ * outlives it; gone = 1 withdraws it once its leader was reaped (its pgid
+ * may be reused).  Up to 8 at a time.  Returns 0, or -1 with errno.
+ * Never blocks.
+ */
+int vms_guardian_child(int sock, int pgid, int gone);
+
 /* The guardian's exit statuses. */
 #define VMS_GUARDIAN_CLEAN 0	/* clean end: thawed nothing */
 #define VMS_GUARDIAN_EOF 3	/* supervisor vanished: thawed what was left */

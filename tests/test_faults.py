@@ -65,6 +65,12 @@ def test_sigkill_of_supervisor_thaws_within_a_second(loopfs_factory,
         proc.communicate()
         assert finished() - killed_at < 1.0
         assert not is_frozen(str(a))
+        # Nothing of the run outlives it: the guardian also killed the
+        # snapshot command (its own session, so nothing else would).
+        deadline = time.monotonic() + 5
+        while os.path.exists("/proc/%d" % snap_pid):
+            assert time.monotonic() < deadline, "snapshot command survived"
+            time.sleep(0.05)
     finally:
         kill_quietly(snap_pid)
     with open(a.mountpoint + "/f") as f:

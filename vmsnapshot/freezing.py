@@ -130,6 +130,11 @@ class FreezeSession:
         after = self.run.fired_after_s()
         return None if after is None else self._started + after
 
+    def watch_child(self, pgid: int, gone: bool = False) -> None:
+        """The snapshot command's process group dies with the supervisor."""
+        if self.guardian is not None:
+            self.guardian.watch_child(pgid, gone)
+
     def paths(self) -> List[str]:
         return [t.path for t in self.targets]
 

@@ -101,6 +101,12 @@ class Guardian:
                               Catalogue.FS_FREEZE_FAILED)
         return cls(lib, pid, sock[0])
 
+    def watch_child(self, pgid: int, gone: bool = False) -> None:
+        """Have the guardian SIGKILL process group pgid if the supervisor
+        dies (gone=True withdraws it). Best effort: a guardian that is gone
+        already is noticed by the run itself."""
+        self._lib.vms_guardian_child(self.notify_fd, pgid, int(gone))
+
     def alive(self) -> bool:
         return self._reap() is None
 

@@ -34,6 +34,7 @@ class Window(Protocol):
     def deadline(self) -> float: ...
     def fired_at(self) -> Optional[float]: ...
     def paths(self) -> Sequence[str]: ...
+    def watch_child(self, pgid: int, gone: bool = False) -> None: ...
 
 
 def _cwd() -> str:
@@ -58,6 +59,8 @@ def run_snapshot(argv: Sequence[str], window: Optional[Window],
         log.error("snapshot command %s could not be started: %s",
                   argv[0], e.strerror or e)
         return SnapshotReport(tuple(argv), None, 0.0, False)
+    if window:
+        window.watch_child(handle.pid)
     kill_at = window.deadline() + GRACE_S if window else None
     killed = False
     while True:
@@ -73,6 +76,8 @@ def run_snapshot(argv: Sequence[str], window: Optional[Window],
             killed = True
             result = handle.stop(STOP_GRACE_S)
             break
+    if window:
+        window.watch_child(handle.pid, gone=True)
     for line in result.output_tail:
         log.info("snapshot: %s", line)
     fired = window.fired_at() if window else None
