@@ -143,7 +143,11 @@ class FreezeSession:
             self.run.thaw()
         finally:
             self._ended = time.monotonic()
-        if not any(o.state == "frozen" for o in self.run.outcomes()):
+        # A worker still stuck in FIFREEZE may yet freeze its mount: the
+        # state file stays until nothing can be left frozen.
+        if self.run.idle() and not any(
+                o.state in ("frozen", "freezing", "thawing")
+                for o in self.run.outcomes()):
             runstate.clear_state()
 
     def close(self) -> None:
