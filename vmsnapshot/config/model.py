@@ -5,11 +5,25 @@ so nothing downstream knows which format a setting came from.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 DEFAULT_FREEZE_TIMEOUT = 60.0
 DEFAULT_SCRIPT_TIMEOUT = 60.0
+# A freeze longer than Proxmox's own limit (an hour) hangs every writer of
+# the machine for longer than any backup agent waits; past it is a typo.
+MAX_FREEZE_TIMEOUT = 3600.0
+
+
+def freeze_timeout_problem(value: float) -> Optional[str]:
+    """Why VALUE is not a usable watchdog deadline, or None. One rule for
+    --freeze-timeout and [freeze] timeout: finite, above 0, at most an
+    hour."""
+    if not (math.isfinite(value) and 0 < value <= MAX_FREEZE_TIMEOUT):
+        return ("must be a number of seconds above 0 and at most %g, not %s"
+                % (MAX_FREEZE_TIMEOUT, value))
+    return None
 
 
 @dataclass(frozen=True)
