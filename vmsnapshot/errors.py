@@ -93,6 +93,22 @@ class Catalogue(enum.Enum):
         "StaleFreezeState", 129,
         "A previous run was killed while filesystems were frozen. Run "
         "'vmsnapshot thaw --recover' to thaw what it froze, then try again.")
+    NOTHING_FROZEN = (
+        "NothingFrozen", 130,
+        "Freezing is enabled but no selected filesystem could be frozen "
+        "(an include or --mount that matches nothing, or only filesystems "
+        "that cannot freeze). Run 'vmsnapshot check' to see the mount plan "
+        "and fix [freeze] include / --mount, or disable freezing on purpose.")
+    THAWED_BY_ANOTHER_PROCESS = (
+        "ThawedByAnotherProcess", 131,
+        "Another process thawed a filesystem vmsnapshot had frozen before "
+        "the snapshot finished (fsfreeze -u, another backup agent?); this "
+        "snapshot is only crash-consistent. Find and stop that process.")
+    CONFIG_CONFLICT = (
+        "ConfigConflict", 132,
+        "Two configuration sources disagree, or two plugins share a name. "
+        "Run 'vmsnapshot check' to see where each setting comes from and "
+        "keep one.")
     ALREADY_RUNNING = (
         "AlreadyRunning", 127,
         "Another vmsnapshot run holds the lock. Wait for it to finish; if "
