@@ -274,3 +274,87 @@ def test_presync_from_the_native_config(loopfs_factory, tmp_path):
                       "--json", "--", "true")
     assert report["consistency"] == "filesystem", report["errors"]
     assert report["mounts"][0]["frozen"] is True
+
+
+# ---- the report never claims more than happened (issue 11) ----
+
+def test_include_that_matches_nothing_is_nothing_frozen(loopfs_factory,
+                                                        tmp_path):
+    a = loopfs_factory("ext4")
+    config = tmp_path / "typo.toml"
+    config.write_text('[freeze]\ninclude = ["%s/no-such-mount*"]\n'
+                      % tmp_path)
+    os.chmod(str(config), 0o600)
+    report = run_json("run", "--config", str(config), "--json", "--", "true")
+    assert report["consistency"] == "crash", report
+    assert "NothingFrozen" in [e["name"] for e in report["errors"]]
+    assert report["_returncode"] == 1
+    assert not is_frozen(str(a))
+    res = run_vmsnapshot("check", "--config", str(config))
+    assert res.returncode == 1, res.stdout
+    assert "NothingFrozen (130): [freeze] include" in res.stdout
+    assert "mount plan: nothing would be frozen" in res.stdout
+
+
+def test_only_unfreezable_mounts_named_is_nothing_frozen(tmp_path, no_config,
+                                                         root_loop):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    run("mount", "-t", "tmpfs", "none", str(mnt))
+    try:
+        report = run_json("run", "--config", no_config, "--mount", str(mnt),
+                          "--json", "--", "true")
+    finally:
+        run("umount", str(mnt))
+    assert report["consistency"] == "crash"
+    assert [e["name"] for e in report["errors"]] == ["NothingFrozen"]
+    assert report["mounts"][0]["error"].startswith("not frozen")
+    assert report["_returncode"] == 1
+
+
+def test_non_utf8_mount_point_in_the_summary(loopfs_factory, no_config):
+    a = loopfs_factory("ext4", name=os.fsdecode(b"caf\xe9-\xff"))
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", LC_ALL="C.UTF-8")
+    res = run_vmsnapshot("run", "--config", no_config, "--mount", str(a),
+                         "--", "true", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "caf\\xe9-\\xff" in res.stdout
+    assert "consistency: filesystem" in res.stdout
+
+
+def test_status_file_is_private(loopfs_factory, tmp_path, no_config):
+    a = loopfs_factory("ext4")
+    status = tmp_path / "status.json"
+    res = run_vmsnapshot("run", "--config", no_config, "--mount", str(a),
+                         "--status-file", str(status), "--", "true")
+    assert res.returncode == 0, res.stderr
+    assert os.stat(str(status)).st_mode & 0o777 == 0o600
+
+
+HELD_FAILS_AT_RELEASE = """\
+echo READY
+cat > /dev/null
+exit 3
+"""
+
+
+def test_held_script_failing_at_release_is_not_application(
+        loopfs_factory, tmp_path):
+    from tests.helpers.configfiles import write_file, write_script
+    from tests.helpers.scripts import make_dir
+    a = loopfs_factory("ext4")
+    d = make_dir(tmp_path / "plugin", 0o700)
+    pre = write_script(os.path.join(d, "pre"), HELD_FAILS_AT_RELEASE)
+    config = write_file(os.path.join(d, "v.toml"), """\
+[[plugin]]
+name = "db"
+pre = ["%s"]
+hold = true
+timeout = 10
+""" % pre)
+    report = run_json("run", "--config", config, "--mount", str(a), "--json",
+                      "--", "true")
+    assert report["consistency"] == "filesystem", report
+    assert [e["name"] for e in report["errors"]] == [
+        "Pre-ScriptExecutionFailed"]
+    assert "after its release" in report["errors"][0]["message"]

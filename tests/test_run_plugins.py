@@ -125,7 +125,9 @@ def test_every_error_name_through_run(setup, name):
     error = report["errors"][names(report).index(name)]
     assert error["action"] and error["message"] and error["code"] >= 300
     assert report["consistency"] == FAILURES[name]
-    assert report["_returncode"] == 0
+    # A failed post step keeps the level but not the exit status: the
+    # application may not have resumed (design.md).
+    assert report["_returncode"] == (1 if "Post-Script" in name else 0)
     assert os.path.exists(setup.marker), "the policy allows the snapshot"
     assert not is_frozen(str(setup.mount))
 

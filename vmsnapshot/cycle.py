@@ -2,7 +2,10 @@
 plan, pre-scripts, freeze, snapshot, thaw, post-scripts, report.
 
 Each phase lives in its own module; this one only orders them and applies
-the failure policy, so the sequence can be read top to bottom.
+the failure policy, so the sequence can be read top to bottom. What each
+step did goes into an Outcomes record; vmsnapshot.outcome.judge makes the
+report from it once, after the post phase, even when a bug cut the run
+short.
 """
 from __future__ import annotations
 
@@ -13,18 +16,17 @@ from typing import List, Optional, Sequence, Tuple
 
 from vmsnapshot import mountinfo, mounts, policy, runstate
 from vmsnapshot.config import load_config
-from vmsnapshot.config.model import Config, FreezeSettings
+from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.freezing import FreezeSession, close_targets, open_targets
 from vmsnapshot.heldlog import logs_held_in_memory
 from vmsnapshot.held import HeldHook, start_held
-from vmsnapshot.report import (FreezeReport, MountReport, Report,
-                               SnapshotReport)
+from vmsnapshot.outcome import FreezeOutcome, Outcomes, judge
+from vmsnapshot.report import MountReport, Report
 from vmsnapshot.runlock import RunLock
-from vmsnapshot.scripts import ScriptResult, run_phase
+from vmsnapshot.scripts import run_phase
 from vmsnapshot.signals import SignalTrap
 from vmsnapshot.snapshot import run_snapshot
-from vmsnapshot.spawn import signal_name
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class RunOptions:
 
 
 def run_cycle(opts: RunOptions) -> Report:
+    o = Outcomes()
     try:
         with RunLock():
             stale = runstate.read_state()
@@ -49,9 +52,13 @@ def run_cycle(opts: RunOptions) -> Report:
                               ", ".join(e.path for e in stale) or "unknown"),
                     Catalogue.STALE_FREEZE_STATE)
             with SignalTrap() as trap:
-                return _locked_cycle(opts, trap)
+                _locked_cycle(opts, trap, o)
     except VmsnapshotError as e:
-        return Report(policy.FAILED, False, [e.record()])
+        o.refused = e.record()
+    except Exception as e:  # a bug: keep what was gathered, log the rest
+        log.error("internal error", exc_info=True)
+        o.internal_error = "%s: %s" % (type(e).__name__, e)
+    return judge(o)
 
 
 def load_run_config(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
@@ -63,7 +70,7 @@ def load_run_config(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
     except VmsnapshotError as e:
         config = Config()
         errors = list(getattr(e, "records", ())) or [e.record()]
-    settings: FreezeSettings = config.freeze
+    settings = config.freeze
     if opts.freeze_timeout is not None:
         settings = replace(settings, timeout=opts.freeze_timeout)
     if opts.exclude:
@@ -72,67 +79,68 @@ def load_run_config(opts: RunOptions) -> Tuple[Config, List[ErrorRecord]]:
     return replace(config, freeze=settings), errors
 
 
-def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
-    config, errors = load_run_config(opts)
-    settings = config.freeze
-    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
-                            include=settings.include,
-                            exclude=settings.exclude)
-
-    # Pre phase: held hooks first (they must be READY before the freeze;
-    # their deadlines run from their start, so waiting in turn is as fast
-    # as waiting in parallel), then the one-shot pre-scripts in parallel.
+def pre_phase(config: Config, trap: SignalTrap, o: Outcomes
+              ) -> List[HeldHook]:
+    """Held hooks first (they must be READY before the freeze; their
+    deadlines run from their start, so waiting in turn is as fast as
+    waiting in parallel), then the one-shot pre-scripts in parallel. A
+    trapped signal stops every script at once. Returns the held hooks,
+    which the caller must release (post_phase) whatever happens."""
+    stop = trap.is_set
     held = [start_held(p) for p in config.plugins if p.hold and p.pre]
-    held_errors = [e for e in (h.wait_ready() for h in held) if e is not None]
-    scripts = run_phase(config.plugins, "pre")
-    pre_errors = held_errors + [s.error for s in scripts if s.error]
+    o.ready = tuple(h.wait_ready(should_stop=stop) for h in held)
+    if not trap.is_set():
+        o.pre = tuple(run_phase(config.plugins, "pre", should_stop=stop))
+    if trap.received:
+        o.interrupt(trap.received, "in the pre phase")
     pre = policy.PreOutcome(
         scripts_configured=any(p.pre for p in config.plugins),
-        scripts_ok=not pre_errors,
-        config_ok=not errors,
+        scripts_ok=not o.pre_errors, config_ok=not o.config_errors,
         continue_on_failure=config.continue_on_failure,
-        freeze_enabled=settings.enabled)
-
-    report = Report(policy.FAILED, False, errors + pre_errors)
-    try:
-        if trap.received:
-            report.errors.append(_interrupted(trap, "before the freeze"))
-        elif policy.may_proceed(pre):
-            _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
-                                 report)
-    finally:
-        post_phase(config, held, held_errors, scripts, report)
-    return report
+        freeze_enabled=config.freeze.enabled)
+    o.proceeded = policy.may_proceed(pre) and not trap.received
+    return held
 
 
 def post_phase(config: Config, held: Sequence[HeldHook],
-               held_errors: List[ErrorRecord], scripts: List[ScriptResult],
-               report: Report) -> None:
-    # Post phase, after the thaw: release held hooks, then post-scripts of
-    # every plugin whose pre-script ran (also when it failed).
-    released = [hook.release() for hook in held]
-    report.errors += [r.error for r in released
-                      if r.error is not None and r.error not in held_errors]
-    ran = {s.plugin for s in scripts + released if s.attempts > 0}
-    post = run_phase(
-        [p for p in config.plugins if p.name in ran or not p.pre], "post")
-    report.scripts = released + scripts + post
-    report.errors += [s.error for s in post if s.error is not None]
+               o: Outcomes) -> None:
+    """After the thaw: release held hooks, then the post-scripts of every
+    plugin whose pre-script ran (also when it failed), and of plugins that
+    have only a post-script."""
+    o.released = tuple(hook.release() for hook in held)
+    ran = {s.plugin for s in o.pre + o.released if s.attempts > 0}
+    o.post = tuple(run_phase(
+        [p for p in config.plugins if p.name in ran or not p.pre], "post"))
 
 
-def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
+def _locked_cycle(opts: RunOptions, trap: SignalTrap, o: Outcomes) -> None:
+    o.config, errors = load_run_config(opts)
+    o.config_errors = tuple(errors)
+    settings = o.config.freeze
+    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
+                            include=settings.include,
+                            exclude=settings.exclude)
+    held: List[HeldHook] = []
+    try:
+        held = pre_phase(o.config, trap, o)
+        if o.proceeded:
+            _freeze_and_snapshot(opts, decisions, held, trap, o)
+    finally:
+        post_phase(o.config, held, o)
+
+
+def _freeze_and_snapshot(opts: RunOptions,
                          decisions: Sequence[mounts.MountDecision],
-                         pre: policy.PreOutcome, held: Sequence[HeldHook],
-                         trap: SignalTrap, report: Report) -> None:
-    all_frozen = True
-    held_through = True
+                         held: Sequence[HeldHook], trap: SignalTrap,
+                         o: Outcomes) -> None:
+    settings = o.config.freeze
     session: Optional[FreezeSession] = None
     targets = []
     if settings.enabled:
-        targets, report.mounts, open_errors = open_targets(decisions)
-        report.mounts += _named_but_not_frozen(decisions, opts.mounts)
-        report.errors += open_errors
-        all_frozen = not open_errors
+        targets, unopened, open_errors = open_targets(decisions)
+        o.unopened, o.open_errors = tuple(unopened), tuple(open_errors)
+        o.skipped_named = tuple(_named_but_not_frozen(decisions,
+                                                      opts.mounts))
     try:
         if targets:
             try:
@@ -142,45 +150,33 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
                 # No freeze is possible (module missing, guardian not
                 # started, guard refusal): a crash-consistent snapshot
                 # still beats none, and the report says so.
-                report.errors.append(e.record())
-                all_frozen = False
+                o.no_session = e.record()
         with logs_held_in_memory():
             if session is not None:
-                session.freeze()
-            report.snapshot = run_snapshot(opts.snapshot, session, trap)
-            hooks_held = all(h.alive() for h in held)
+                session.freeze(should_stop=trap.is_set)
+            if trap.received:
+                o.interrupt(trap.received, "during the freeze")
+            else:
+                o.snapshot = run_snapshot(opts.snapshot, session, trap)
+                o.hooks_alive = all(h.alive() for h in held)
+                if trap.received:
+                    o.interrupt(trap.received, "while frozen")
             if session is not None:
                 session.thaw()
     finally:
-        if session is not None:
-            session.close()
-        close_targets(targets)
+        try:
+            if session is not None:
+                session.close()
+                o.freeze = _freeze_outcome(session)
+        finally:
+            close_targets(targets)
 
-    if session is not None:
-        mount_reports, report.freeze, freeze_errors, frozen = session.report()
-        report.mounts = mount_reports + report.mounts
-        report.errors += freeze_errors
-        all_frozen = all_frozen and frozen
-        held_through = report.snapshot.finished_while_frozen or (
-            not opts.snapshot and not report.freeze.auto_thawed)
-        if report.freeze.auto_thawed:
-            report.errors.append(ErrorRecord(
-                Catalogue.FS_FREEZE_TIMEOUT,
-                "the watchdog thawed after %gs, before the snapshot "
-                "finished" % settings.timeout))
-    else:
-        report.freeze = FreezeReport(settings.enabled, None, False,
-                                     settings.timeout)
-    snap = report.snapshot
-    report.snapshot_taken = bool(opts.snapshot) and snap.returncode == 0
-    if opts.snapshot and snap.returncode != 0:
-        report.errors.append(ErrorRecord(
-            Catalogue.SNAPSHOT_COMMAND_FAILED,
-            "%s: %s" % (" ".join(opts.snapshot), _exit_text(snap))))
-    if trap.received:
-        report.errors.append(_interrupted(trap, "while frozen"))
-    report.consistency = policy.level(
-        pre, policy.FreezeOutcome(all_frozen, held_through, hooks_held))
+
+def _freeze_outcome(session: FreezeSession) -> FreezeOutcome:
+    r = session.report()
+    return FreezeOutcome(tuple(r.mounts), r.freeze, tuple(r.errors),
+                         r.all_frozen, any(m.frozen for m in r.mounts),
+                         r.thawed_early, r.stopped_early)
 
 
 def _named_but_not_frozen(decisions: Sequence[mounts.MountDecision],
@@ -194,18 +190,3 @@ def _named_but_not_frozen(decisions: Sequence[mounts.MountDecision],
             for d in decisions
             if d.info.mount_point in named and not d.freeze and d.reason
             and not d.reason.startswith("same superblock")]
-
-
-def _exit_text(snap: SnapshotReport) -> str:
-    if snap.killed:
-        return "killed: it outlived the watchdog's deadline"
-    if snap.returncode is None:
-        return "could not be started"
-    if snap.returncode < 0:
-        return "killed by %s" % signal_name(-snap.returncode)
-    return "exit status %d" % snap.returncode
-
-
-def _interrupted(trap: SignalTrap, when: str) -> ErrorRecord:
-    return ErrorRecord(Catalogue.RUN_INTERRUPTED,
-                       "received %s %s" % (trap.name, when))

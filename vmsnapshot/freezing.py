@@ -79,6 +79,16 @@ def close_targets(targets: Sequence[Target]) -> None:
         os.close(t.fd)
 
 
+@dataclass(frozen=True)
+class FreezeResult:
+    mounts: List[MountReport]
+    freeze: FreezeReport
+    errors: List[ErrorRecord]
+    all_frozen: bool
+    thawed_early: bool = False
+    stopped_early: bool = False
+
+
 class FreezeSession:
     """One freeze of a set of targets, watched by a guardian process:
     freeze(), thaw(), close(), each once."""
@@ -101,7 +111,7 @@ class FreezeSession:
         self._started = 0.0
         self._ended: Optional[float] = None
 
-    def freeze(self) -> None:
+    def freeze(self, should_stop=None) -> None:
         runstate.write_state(
             [runstate.FrozenEntry(t.path, t.decision.info.major,
                                   t.decision.info.minor,
@@ -158,9 +168,7 @@ class FreezeSession:
                 log.warning("guardian: %s", ended.describe())
             self.guardian = None
 
-    def report(self) -> Tuple[List[MountReport], FreezeReport,
-                              List[ErrorRecord], bool]:
-        """(mount entries, freeze entry, errors, every mount frozen)."""
+    def report(self) -> FreezeResult:
         mounts: List[MountReport] = []
         errors: List[ErrorRecord] = []
         all_frozen = True
@@ -198,7 +206,7 @@ class FreezeSession:
                 "was thawed at once"))
         freeze = FreezeReport(True, window, self.run.watchdog_fired(),
                               self.timeout_s)
-        return mounts, freeze, errors, all_frozen
+        return FreezeResult(mounts, freeze, errors, all_frozen)
 
 
 def _freeze_failure(path: str, err: int

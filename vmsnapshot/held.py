@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
@@ -67,7 +67,8 @@ class HeldHook:
             return False
         return True
 
-    def wait_ready(self, timeout: Optional[float] = None
+    def wait_ready(self, timeout: Optional[float] = None,
+                   should_stop: Optional[Callable[[], bool]] = None
                    ) -> Optional[ErrorRecord]:
         """Wait for READY (default: until the plugin's timeout, counted from
         the start). None when ready; else Pre-ScriptTimeout (the hook is

@@ -32,7 +32,7 @@ from vmsnapshot.mountinfo import (SKIPPED_FSTYPES, MountInfo, fstype_kind,
 from vmsnapshot.waves import assign_waves
 
 __all__ = ["SKIPPED_FSTYPES", "MountDecision", "plan", "to_json",
-           "format_table", "fstype_reason"]
+           "format_table", "fstype_reason", "printable"]
 
 # Disk filesystems that support FIFREEZE; frozen without the block device
 # check (the root's source is often a nonexistent "/dev/root", and btrfs
@@ -173,11 +173,11 @@ def format_table(decisions: Sequence[MountDecision]) -> str:
     """A fixed-width table, one row per mount, for people."""
     head = ("PATH", "FSTYPE", "SOURCE", "DEVICE", "FREEZE", "WAVE", "REASON")
     rows = [head] + [
-        (_printable(d.info.mount_point), d.info.fstype,
-         _printable(d.info.source) or "-", "%d:%d" % d.info.dev,
+        (printable(d.info.mount_point), d.info.fstype,
+         printable(d.info.source) or "-", "%d:%d" % d.info.dev,
          "yes" if d.freeze else "no",
          "-" if d.wave is None else str(d.wave),
-         _printable(d.reason or "", escape=""))
+         printable(d.reason or "", escape=""))
         for d in decisions]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     return "".join(
@@ -185,7 +185,7 @@ def format_table(decisions: Sequence[MountDecision]) -> str:
         .rstrip() + "\n" for r in rows)
 
 
-def _printable(text: str, escape: str = " \t\n\\") -> str:
+def printable(text: str, escape: str = " \t\n\\") -> str:
     """Escape as mountinfo does (space, tab, newline, backslash) plus
     anything unprintable, so a row stays one aligned line and undecodable
     path bytes (surrogateescape) cannot break the console encoding."""

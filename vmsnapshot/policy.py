@@ -8,6 +8,12 @@ APPLICATION = "application"
 FILESYSTEM = "filesystem"
 CRASH = "crash"
 FAILED = "failed"
+LEVELS = (FAILED, CRASH, FILESYSTEM, APPLICATION)   # lowest first
+
+
+def at_least(level: str, required: str) -> bool:
+    """LEVEL is as good as REQUIRED or better (--require)."""
+    return LEVELS.index(level) >= LEVELS.index(required)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from vmsnapshot.errors import ErrorRecord
 
@@ -61,18 +61,21 @@ class SnapshotReport:
                 "killed": self.killed, "output": list(self.output)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """Built once, at the end of a run (vmsnapshot.outcome.judge)."""
+
     consistency: str
     snapshot_taken: bool
-    errors: List[ErrorRecord] = field(default_factory=list)
-    scripts: List[Any] = field(default_factory=list)   # ScriptResult
-    mounts: List[MountReport] = field(default_factory=list)
+    errors: Tuple[ErrorRecord, ...] = ()
+    scripts: Tuple[Any, ...] = ()        # ScriptResult
+    mounts: Tuple[MountReport, ...] = ()
     freeze: FreezeReport = field(default_factory=FreezeReport)
     snapshot: SnapshotReport = field(default_factory=SnapshotReport)
+    internal_error: Optional[str] = None  # a bug cut the run short
 
     def to_json(self) -> Dict[str, Any]:
-        return {
+        out = {
             "consistency": self.consistency,
             "snapshot_taken": self.snapshot_taken,
             "errors": [e.to_json() for e in self.errors],
@@ -81,11 +84,16 @@ class Report:
             "freeze": self.freeze.to_json(),
             "snapshot": self.snapshot.to_json(),
         }
+        if self.internal_error is not None:
+            out["internal_error"] = self.internal_error
+        return out
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
     def summary(self) -> str:
+        """Human summary; paths that are not UTF-8 are shown escaped, so a
+        strict UTF-8 stdout can always print it."""
         lines = ["consistency: %s" % self.consistency,
                  "snapshot taken: %s" % ("yes" if self.snapshot_taken
                                          else "no")]
@@ -113,7 +121,19 @@ class Report:
                                                 d["attempts"])))
         for e in self.errors:
             lines.append("error: " + str(e))
-        return "\n".join(lines)
+        if self.internal_error:
+            lines.append("internal error: " + self.internal_error)
+        return _console_safe("\n".join(lines))
+
+
+def _console_safe(text: str) -> str:
+    """TEXT with undecodable path bytes (os.fsdecode's surrogate escapes)
+    shown as \\xNN, and any other lone surrogate escaped too."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _ms(value: Optional[float]) -> Optional[float]:
@@ -122,7 +142,8 @@ def _ms(value: Optional[float]) -> Optional[float]:
 
 def write_status_file(report: Report, path: str) -> None:
     """Atomically replace PATH (write a temp file beside it, fsync, rename)
-    so a reader never sees half a report. Called only after the thaw."""
+    so a reader never sees half a report. Mode 600: it holds script output
+    and argv. Called only after the thaw."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
     try:
@@ -130,7 +151,7 @@ def write_status_file(report: Report, path: str) -> None:
             f.write(report.dumps() + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -16,7 +16,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
@@ -176,7 +176,9 @@ def run_script(plugin: Plugin, phase: str,
 
 
 def run_phase(plugins: Sequence[Plugin], phase: str,
-              grace: float = GRACE) -> List[ScriptResult]:
+              grace: float = GRACE,
+              should_stop: Optional[Callable[[], bool]] = None
+              ) -> List[ScriptResult]:
     """Run the ``phase`` script of every plugin that has one, in parallel;
     results in plugin order. Held pre-scripts are skipped (vmsnapshot.held)."""
     todo = [p for p in plugins if script_argv(p, phase)

@@ -19,6 +19,10 @@ class SignalTrap:
         if self.received is None:
             self.received = signum
 
+    def is_set(self) -> bool:
+        """For the phases' should_stop= polls."""
+        return self.received is not None
+
     @property
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received else ""

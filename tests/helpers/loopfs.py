@@ -34,7 +34,8 @@ class LoopFS:
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), check=check, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          errors="surrogateescape")
 
 
 def make_loopfs(basedir: str, fstype: str, name: Optional[str] = None,

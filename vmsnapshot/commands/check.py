@@ -8,15 +8,16 @@ reach as configured, assuming every selected mount freezes in time.
 """
 from __future__ import annotations
 
+import fnmatch
 import shlex
 from typing import List, Optional, Tuple
 
-from vmsnapshot import freezer, policy, trust
+from vmsnapshot import freezer, mountinfo, mounts, policy, trust
 from vmsnapshot.config import config_file, found_configs, validate_config
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
 from vmsnapshot.config.search import FORMAT_NAMES, SEARCH_ORDER
-from vmsnapshot.errors import ErrorRecord, VmsnapshotError
+from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -83,15 +84,48 @@ def _check_freeze_module(problems: List[ErrorRecord], out: List[str]
     return True
 
 
+def _check_mount_plan(config: Config, problems: List[ErrorRecord],
+                      out: List[str]) -> bool:
+    """The mounts a run would freeze, as `run` without --mount plans them;
+    False when freezing is enabled and that plan freezes nothing."""
+    if not config.freeze.enabled:
+        out.append("mount plan: freezing disabled by configuration")
+        return True
+    settings = config.freeze
+    infos = mountinfo.read_mountinfo()
+    decisions = mounts.plan(infos, include=settings.include,
+                            exclude=settings.exclude)
+    for glob in settings.include:
+        if not any(fnmatch.fnmatchcase(m.mount_point, glob) for m in infos):
+            problems.append(ErrorRecord(
+                Catalogue.NOTHING_FROZEN if len(settings.include) == 1
+                else Catalogue.INCORRECT_JSON_CONFIG_FILE,
+                "[freeze] include '%s' matches no mount point" % glob))
+    chosen = [d for d in decisions if d.freeze]
+    for d in chosen:
+        out.append("mount plan: freeze %s (%s, wave %s)" % (
+            mounts.printable(d.path), d.info.fstype, d.wave))
+    if not chosen:
+        out.append("mount plan: nothing would be frozen")
+        if not any(r.entry is Catalogue.NOTHING_FROZEN for r in problems):
+            problems.append(ErrorRecord(
+                Catalogue.NOTHING_FROZEN,
+                "freezing is enabled but no mount of this machine would be "
+                "frozen (see 'vmsnapshot mounts')"))
+        return False
+    return True
+
+
 def _prediction(config: Optional[Config], config_ok: bool, pre_ok: bool,
-                freeze_ok: bool) -> Tuple[str, str]:
+                module_ok: bool, plan_ok: bool) -> Tuple[str, str]:
     """(level, why) of a run as configured, assuming every selected mount
     freezes and the snapshot ends within the freeze timeout."""
+    freeze_ok = module_ok and plan_ok
     if not config_ok or config is None:
         # run ignores a broken configuration: no script, default freeze.
         if not freeze_ok:
             return policy.CRASH, ("the configuration would be ignored and "
-                                  "the freeze module is missing")
+                                  + _no_freeze(module_ok))
         return policy.FILESYSTEM, ("the configuration would be ignored: no "
                                    "script would run, default freeze")
     pres = sum(1 for p in config.plugins if p.pre)
@@ -115,9 +149,14 @@ def _prediction(config: Optional[Config], config_ok: bool, pre_ok: bool,
         return level, ("no pre-script configured" if not pres
                        else "a pre-script would fail")
     if config.freeze.enabled:
-        return level, "the freeze module is missing"
+        return level, _no_freeze(module_ok)
     return level, ("no pre-script would quiesce anything and the freeze is "
                    "disabled")
+
+
+def _no_freeze(module_ok: bool) -> str:
+    return ("the freeze module is missing" if not module_ok
+            else "nothing would be frozen")
 
 
 def _summary(level: str, why: str, problems: int) -> str:
@@ -139,13 +178,15 @@ def check_command(config_path: Optional[str], root: str = "/") -> int:
     if config is not None:
         out.append(_settings(config))
         pre_ok = _check_scripts(config, problems, out)
-    freeze_ok = True
+    module_ok = True
     if config is None or not config_ok or config.freeze.enabled:
-        freeze_ok = _check_freeze_module(problems, out)
+        module_ok = _check_freeze_module(problems, out)
+    plan_ok = _check_mount_plan(config if config_ok and config else
+                                Config(), problems, out)
     for line in out:
         print(line)
     for record in problems:
         print(record)
-    level, why = _prediction(config, config_ok, pre_ok, freeze_ok)
+    level, why = _prediction(config, config_ok, pre_ok, module_ok, plan_ok)
     print(_summary(level, why, len(problems)))
     return EXIT_OK if not problems else EXIT_PROBLEMS

@@ -28,23 +28,20 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from vmsnapshot import policy
-from vmsnapshot.cycle import RunOptions, load_run_config, post_phase
-from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
-from vmsnapshot.held import start_held
+from vmsnapshot import exitstatus
+from vmsnapshot.cycle import RunOptions, load_run_config, post_phase, pre_phase
+from vmsnapshot.errors import ErrorRecord, VmsnapshotError
+from vmsnapshot.held import HeldHook
+from vmsnapshot.outcome import Outcomes, judge
 from vmsnapshot.report import Report, write_status_file
 from vmsnapshot.runlock import RunLock, run_dir
-from vmsnapshot.scripts import run_phase
+from vmsnapshot.signals import SignalTrap
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_NOT_CONSISTENT = 1
-EXIT_FAILED = 3
 SOCKET_NAME = "hook.sock"
 STATUS_NAME = "hook-status.json"
-_EXIT_BY_LEVEL = {policy.FAILED: EXIT_FAILED,
-                  policy.CRASH: EXIT_NOT_CONSISTENT}
+UNCLAIMED_NAME = "hook-unclaimed.json"
 
 
 def hook_command(action: str, config_path: Optional[str]) -> int:
@@ -62,7 +59,7 @@ def _freeze(config_path: Optional[str]) -> int:
     pid = os.fork()
     if pid == 0:                                   # the holder
         os.close(rfd)
-        status = 70
+        status = exitstatus.INTERNAL
         try:
             _detach()
             status = _hold(config_path, wfd)
@@ -75,7 +72,7 @@ def _freeze(config_path: Optional[str]) -> int:
         _, st = os.waitpid(pid, 0)
         log.error("the hook holder ended before its pre phase (status %s)",
                   os.waitstatus_to_exitcode(st))
-        return EXIT_FAILED
+        return exitstatus.FAILED
     outcome = json.loads(data.decode())
     for error in outcome["errors"]:
         print("error: %s (%d): %s" % (error["name"], error["code"],
@@ -83,8 +80,8 @@ def _freeze(config_path: Optional[str]) -> int:
     if not outcome["proceed"]:
         print("vmsnapshot hook: refusing the freeze (errors above)",
               file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+        return exitstatus.FAILED
+    return exitstatus.OK
 
 
 def _detach() -> None:
@@ -111,39 +108,43 @@ def _hold(config_path: Optional[str], wfd: int) -> int:
         lock.acquire()
     except VmsnapshotError as e:
         _tell(wfd, False, [e.record()])
-        return EXIT_FAILED
+        return exitstatus.FAILED
+    try:        # a new cycle: an older unclaimed report is history now
+        os.unlink(os.path.join(run_dir(), UNCLAIMED_NAME))
+    except FileNotFoundError:
+        pass
+    o = Outcomes()
+    held: List[HeldHook] = []
+    conn = None
     try:
-        config, errors = load_run_config(RunOptions(config_path=config_path))
-        held = [start_held(p) for p in config.plugins if p.hold and p.pre]
-        held_errors = [e for e in (h.wait_ready() for h in held) if e]
-        scripts = run_phase(config.plugins, "pre")
-        pre_errors = held_errors + [s.error for s in scripts if s.error]
-        pre = policy.PreOutcome(
-            scripts_configured=any(p.pre for p in config.plugins),
-            scripts_ok=not pre_errors, config_ok=not errors,
-            continue_on_failure=config.continue_on_failure,
-            freeze_enabled=True)          # qemu-ga freezes, not us
-        report = Report(policy.FAILED, False, errors + pre_errors)
-        proceed = policy.may_proceed(pre)
-        listener = _listen() if proceed else None
-        _tell(wfd, proceed, report.errors)
-        conn = None
-        if listener is not None:
-            conn = _wait_thaw(listener, config.freeze.timeout)
-            hooks_held = all(h.alive() for h in held)
-            report.snapshot_taken = conn is not None
-            if conn is None:
-                report.errors.append(ErrorRecord(
-                    Catalogue.FS_FREEZE_TIMEOUT,
-                    "no thaw hook within %gs of the freeze hook: the held "
-                    "pre-scripts were released" % config.freeze.timeout))
-            report.consistency = policy.level(pre, policy.FreezeOutcome(
-                True, conn is not None, hooks_held))
-        post_phase(config, held, held_errors, scripts, report)
-        _finish(report, conn)
-        return _EXIT_BY_LEVEL.get(report.consistency, EXIT_OK)
+        with SignalTrap() as trap:
+            try:
+                o.config, errors = load_run_config(
+                    RunOptions(config_path=config_path))
+                o.config_errors = tuple(errors)
+                held = pre_phase(o.config, trap, o)
+                listener = _listen() if o.proceeded else None
+                _tell(wfd, o.proceeded,
+                      list(o.config_errors) + o.pre_errors)
+                if listener is not None:
+                    # qemu-ga freezes; we hold until its thaw hook comes.
+                    o.agent_timeout_s = o.config.freeze.timeout
+                    conn = _wait_thaw(listener, o.config.freeze.timeout,
+                                      trap)
+                    o.hooks_alive = all(h.alive() for h in held)
+                    o.agent_thaw_in_time = conn is not None
+                    if trap.received:
+                        o.interrupt(trap.received, "while holding")
+            finally:
+                post_phase(o.config, held, o)
+    except Exception as e:  # a bug: keep what was gathered, log the rest
+        log.error("internal error", exc_info=True)
+        o.internal_error = "%s: %s" % (type(e).__name__, e)
     finally:
         lock.release()
+    report = judge(o)
+    _finish(report, conn)
+    return exitstatus.of_report(report.to_json())
 
 
 def _listen() -> socket.socket:
@@ -158,19 +159,19 @@ def _listen() -> socket.socket:
     return sock
 
 
-def _wait_thaw(listener: socket.socket, timeout: float
+def _wait_thaw(listener: socket.socket, timeout: float, trap: SignalTrap
                ) -> Optional[socket.socket]:
     deadline = time.monotonic() + timeout
     try:
-        while True:
+        while not trap.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            listener.settimeout(left)
+            listener.settimeout(min(left, 0.1))
             try:
                 conn, _ = listener.accept()
             except socket.timeout:
-                return None
+                continue
             conn.settimeout(10)
             try:
                 if conn.recv(64).strip() == b"thaw":
@@ -178,6 +179,7 @@ def _wait_thaw(listener: socket.socket, timeout: float
             except OSError:
                 pass
             conn.close()
+        return None
     finally:
         listener.close()
         try:
@@ -187,10 +189,16 @@ def _wait_thaw(listener: socket.socket, timeout: float
 
 
 def _finish(report: Report, conn: Optional[socket.socket]) -> None:
-    try:
-        write_status_file(report, os.path.join(run_dir(), STATUS_NAME))
-    except OSError as e:
-        log.error("could not write %s: %s", STATUS_NAME, e)
+    names = [STATUS_NAME]
+    if conn is None and report.consistency != "failed":
+        # Nobody collected this report (the thaw hook came too late or not
+        # at all): the next `hook thaw` answers with it, not with success.
+        names.append(UNCLAIMED_NAME)
+    for name in names:
+        try:
+            write_status_file(report, os.path.join(run_dir(), name))
+        except OSError as e:
+            log.error("could not write %s: %s", name, e)
     if conn is not None:
         try:
             conn.sendall(report.dumps().encode())
@@ -201,6 +209,26 @@ def _finish(report: Report, conn: Optional[socket.socket]) -> None:
 
 # ---------------------------------------------------------------- thaw
 
+def _thaw_unclaimed() -> int:
+    """No holder is listening: either no freeze hook ran (nothing to say),
+    or the holder gave up before this thaw came, and its report, left
+    unclaimed, decides the exit status (crash: FsFreezeTimeout)."""
+    path = os.path.join(run_dir(), UNCLAIMED_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            report: Dict[str, Any] = json.load(f)
+        os.unlink(path)
+    except FileNotFoundError:
+        print("vmsnapshot hook: no freeze hook is holding anything",
+              file=sys.stderr)
+        return exitstatus.OK
+    print("vmsnapshot hook: the freeze hook's holder gave up before this "
+          "thaw (report below, also in %s)"
+          % os.path.join(run_dir(), STATUS_NAME), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return exitstatus.of_report(report)
+
+
 def _thaw() -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -208,10 +236,7 @@ def _thaw() -> int:
     except OSError as e:
         if e.errno not in (errno.ENOENT, errno.ECONNREFUSED):
             raise
-        print("vmsnapshot hook: no freeze hook is holding anything (none "
-              "ran, or it gave up at its timeout: see %s)"
-              % os.path.join(run_dir(), STATUS_NAME), file=sys.stderr)
-        return EXIT_OK
+        return _thaw_unclaimed()
     with sock:
         sock.sendall(b"thaw\n")
         chunks = []
@@ -223,7 +248,7 @@ def _thaw() -> int:
     if not chunks:
         print("vmsnapshot hook: the holder ended without a report (see %s)"
               % os.path.join(run_dir(), STATUS_NAME), file=sys.stderr)
-        return EXIT_FAILED
+        return exitstatus.FAILED
     report: Dict[str, Any] = json.loads(b"".join(chunks).decode())
     print(json.dumps(report, indent=2))
-    return _EXIT_BY_LEVEL.get(report["consistency"], EXIT_OK)
+    return exitstatus.of_report(report)

@@ -4,47 +4,35 @@ from __future__ import annotations
 import logging
 from typing import Optional, Sequence
 
+from vmsnapshot import exitstatus, policy
 from vmsnapshot.cycle import RunOptions, run_cycle
-from vmsnapshot.errors import Catalogue
 from vmsnapshot.report import Report, write_status_file
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_NOT_CONSISTENT = 1   # crash level, or the snapshot command failed
-EXIT_FAILED = 3           # the policy (or a refusal) stopped the run
-
-# Errors that make the exit status non-zero even at a good level: the
-# snapshot the agent asked for does not exist or was cut short.
-_FATAL = (Catalogue.SNAPSHOT_COMMAND_FAILED, Catalogue.RUN_INTERRUPTED)
-
-
-def exit_status(report: Report) -> int:
-    if report.consistency == "failed":
-        return EXIT_FAILED
-    if report.consistency == "crash":
-        return EXIT_NOT_CONSISTENT
-    if any(e.entry in _FATAL for e in report.errors):
-        return EXIT_NOT_CONSISTENT
-    return EXIT_OK
 
 
 def run_command(config_path: Optional[str], mounts: Sequence[str],
                 exclude: Sequence[str], freeze_timeout: Optional[float],
                 json_output: bool, status_file: Optional[str],
-                snapshot: Sequence[str]) -> int:
+                snapshot: Sequence[str],
+                require: str = policy.FILESYSTEM) -> int:
     report = run_cycle(RunOptions(config_path, tuple(mounts), tuple(exclude),
                                   freeze_timeout, tuple(snapshot)))
-    status = exit_status(report)
-    # Everything is thawed by now; a full or read-only disk must not cost
-    # the report on stdout.
+    return deliver(report, json_output, status_file, require)
+
+
+def deliver(report: Report, json_output: bool, status_file: Optional[str],
+            require: str) -> int:
+    """Status file, stdout, exit status. Everything is thawed by now; a
+    full or read-only disk must not cost the report on stdout."""
+    status = exitstatus.of_report(report.to_json(), require)
     if status_file:
         try:
             write_status_file(report, status_file)
         except OSError as e:
             log.error("could not write the status file %s: %s",
                       status_file, e.strerror or e)
-            status = status or EXIT_NOT_CONSISTENT
+            status = status or exitstatus.NOT_CONSISTENT
     out = report.dumps() if json_output else report.summary()
     try:
         print(out, flush=True)

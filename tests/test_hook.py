@@ -19,8 +19,6 @@ from tests.helpers.cli import run_vmsnapshot
 from tests.helpers.configfiles import write_file
 from tests.helpers.scripts import Scripts
 
-pytestmark = pytest.mark.vm
-
 HOLD = """\
 echo held > "$STATE"
 echo READY
@@ -128,6 +126,23 @@ def test_no_thaw_releases_at_the_freeze_timeout(hook: Hook) -> None:
     status = hook.status()
     assert status["consistency"] == "crash"
     assert [e["name"] for e in status["errors"]] == ["FsFreezeTimeout"]
+    # The late thaw hook answers with that report, not with success; once.
+    res = hook.call("thaw")
+    assert res.returncode == 1, res.stderr
+    assert json.loads(res.stdout) == status
+    assert "gave up" in res.stderr
+    res = hook.call("thaw")
+    assert res.returncode == 0 and "no freeze hook is holding" in res.stderr
+
+
+def test_hook_fails_when_the_held_script_fails_at_release(hook: Hook) -> None:
+    config = hook.config(HOLD + "exit 3\n")
+    assert hook.call("freeze", "--config", config).returncode == 0
+    res = hook.call("thaw")
+    report = json.loads(res.stdout)
+    assert report["consistency"] == "filesystem", report
+    assert [e["name"] for e in report["errors"]] == [
+        "Pre-ScriptExecutionFailed"]
 
 
 def test_one_holder_at_a_time(hook: Hook) -> None:
