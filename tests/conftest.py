@@ -32,10 +32,37 @@ def freeze_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     old = os.environ.get("VMSNAPSHOT_FREEZE_GUARD")
     os.environ["VMSNAPSHOT_FREEZE_GUARD"] = base
     yield base
+    leaks = _leaked_under(base)
     if old is None:
         os.environ.pop("VMSNAPSHOT_FREEZE_GUARD", None)
     else:
         os.environ["VMSNAPSHOT_FREEZE_GUARD"] = old
+    assert not leaks, "the suite left these behind: %s" % leaks
+
+
+def _leaked_under(base: str) -> List[str]:
+    """Mounts, loop devices and frozen filesystems of this session still
+    there at its end (checked by path, so other suites running beside this
+    one on the same machine do not count)."""
+    from tests.helpers.loopfs import is_frozen
+    real = os.path.realpath(base)
+    leaks = []
+    from vmsnapshot.mountinfo import read_mountinfo
+    for m in read_mountinfo():
+        point = m.mount_point
+        if point == real or point.startswith(real + "/"):
+            leaks.append("mounted%s: %s" % (
+                " and frozen" if is_frozen(point) else "", point))
+    for dev in sorted(os.listdir("/sys/block")):
+        backing = os.path.join("/sys/block", dev, "loop", "backing_file")
+        try:
+            with open(backing, "rb") as f:
+                image = os.fsdecode(f.read().rstrip(b"\n"))
+        except OSError:
+            continue
+        if image.startswith(real + "/"):
+            leaks.append("loop device /dev/%s: %s" % (dev, image))
+    return leaks
 
 
 @pytest.fixture(autouse=True)

@@ -33,9 +33,11 @@ class LoopFS:
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    # C locale: is_frozen() reads fsfreeze's English error text.
     return subprocess.run(list(argv), check=check, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
-                          errors="surrogateescape")
+                          errors="surrogateescape",
+                          env=dict(os.environ, LC_ALL="C"))
 
 
 def make_loopfs(basedir: str, fstype: str, name: Optional[str] = None,
@@ -70,7 +72,9 @@ def is_frozen(mountpoint: str) -> bool:
     if res.returncode == 0:
         run("fsfreeze", "-u", mountpoint)
         return False
-    return "busy" in res.stderr.lower()
+    if "busy" in res.stderr.lower():
+        return True
+    raise AssertionError("fsfreeze -f %s: %s" % (mountpoint, res.stderr))
 
 
 def _retry(argv: List[str], seconds: float = 10.0
