@@ -232,3 +232,38 @@ def test_held_hook_dying_while_frozen_loses_its_lock(setup):
                       'kill -9 "$(cat %s)"; sleep 0.2' % pidfile)
     assert report["consistency"] == "filesystem"
     assert "Pre-ScriptExecutionFailed" in names(report)
+
+
+def test_sigterm_in_the_pre_phase_stops_at_once(setup, tmp_path):
+    import signal
+    import subprocess
+    import time
+    from tests.helpers.cli import vmsnapshot_cmd
+    from tests.helpers.scripts import wait_for_file
+    started = str(tmp_path / "pre-started")
+    config = setup.azure(
+        preScriptLocation=setup.script("pre", "touch %s\nsleep 60\n"
+                                       % started),
+        postScriptLocation=setup.logging_script("post"),
+        timeoutInSeconds=120)
+    proc = subprocess.Popen(
+        vmsnapshot_cmd("run", "--config", config, "--mount", str(setup.mount),
+                       "--json", "--", "touch", setup.marker),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_file(started, 20)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    report = __import__("json").loads(out)
+    assert elapsed < 10, "the pre phase was not cut short (%.1fs)" % elapsed
+    assert proc.returncode == 3, err
+    assert report["consistency"] == "failed"
+    assert "RunInterrupted" in names(report)
+    assert not os.path.exists(setup.marker), "no snapshot after SIGTERM"
+    assert setup.order() == ["post"], "post runs for the pre that started"
+    assert not is_frozen(str(setup.mount))
