@@ -236,3 +236,43 @@ def test_unusable_file(tmp_path, kind):
 def test_huge_file_is_refused(tmp_path):
     path = write_file(str(tmp_path / "c.json"), " " * (2 << 20))
     assert "expected a configuration file of at most" in one_problem(path)
+
+
+# Lone surrogates: JSON can spell them ("\ud800"), UTF-8 cannot encode them,
+# so they could neither be printed nor become an argv (was: exit 70).
+@pytest.mark.parametrize("key, value, crumb", [
+    ("pluginName", "a\ud800", "-> pluginName: "),
+    ("preScriptLocation", "/x/\ud800", "-> preScriptLocation: "),
+    ("postScriptLocation", "/x/\udcff", "-> postScriptLocation: "),
+    ("preScriptParams", ["ok", "\ud800"], "-> preScriptParams -> [1]: "),
+    ("postScriptParams", ["\udfff"], "-> postScriptParams -> [0]: "),
+])
+def test_lone_surrogate_is_a_named_config_error(tmp_path, key, value, crumb):
+    path = write_file(str(tmp_path / "c.json"), azure_json(**{key: value}))
+    message = one_problem(path)
+    assert crumb in message and "not valid Unicode text" in message, message
+    message.encode("utf-8")     # printable as it is
+
+
+def test_lone_surrogate_in_a_key_is_printable(tmp_path):
+    path = write_file(str(tmp_path / "c.json"),
+                      azure_json(**{"PreScriptLocation\ud800": "/a"}))
+    for record in validate_config(path)[1]:
+        str(record).encode("utf-8")
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_lone_surrogate_end_to_end(tmp_path, command):
+    from tests.helpers.cli import run_vmsnapshot
+    post = write_script(str(tmp_path / "s" / "post.sh"))
+    # fsFreezeEnabled false: this test freezes nothing.
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        postScriptLocation=post, postScriptParams=["\ud800"],
+        fsFreezeEnabled=False))
+    args = ["--config", path] + (["--json", "--", "true"]
+                                 if command == "run" else [])
+    res = run_vmsnapshot(command, *args,
+                         env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    assert res.returncode != 70, res.stderr
+    assert "IncorrectJSONConfigFile" in res.stdout + res.stderr
+    assert "internal error" not in res.stderr

@@ -141,3 +141,21 @@ def test_native_file_trust(tmp_path):
     assert record.entry is E305
     assert "mode 0602: group/others may write it; fix: chmod 600" \
         in record.message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "1e300", "inf", "nan",
+                                   "86400"])
+def test_freeze_timeout_is_bounded(tmp_path, value):
+    # One rule with --freeze-timeout (config.model.freeze_timeout_problem):
+    # a watchdog deadline beyond an hour is a typo, not a wish.
+    path = write_file(str(tmp_path / "v.toml"),
+                      "[freeze]\ntimeout = %s\n" % value)
+    config, records = validate_config(path)
+    assert records and all(r.entry is E305 for r in records), records
+    assert any(r.message.startswith(path + " -> freeze -> timeout: ")
+               for r in records), records
+
+
+def test_freeze_timeout_of_an_hour_is_accepted(tmp_path):
+    path = write_file(str(tmp_path / "v.toml"), "[freeze]\ntimeout = 3600\n")
+    assert load_config(path).freeze.timeout == 3600.0

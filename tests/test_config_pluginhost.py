@@ -171,3 +171,21 @@ def test_pluginhost_mode_is_checked(tmp_path, mode):
     assert record.message.startswith(path + ": not trusted: ")
     assert "mode %04o" % mode in record.message
     assert "fix: chmod 600 " + path in record.message
+
+
+def test_non_utf8_bytes_and_surrogates(tmp_path):
+    # A non-UTF-8 byte in the INI is its own error; a surrogate in the JSON
+    # it names is the JSON's (305), and both messages stay printable.
+    path = write_file(str(tmp_path / "host.conf"),
+                      b"[pre_post]\nnumberOfPlugins: 1\npluginName0: a\n"
+                      b"pluginConfigPath0: /x/\xff.json\n")
+    (record,) = validate_config(path)[1]
+    assert record.entry is E304 and "is not UTF-8 text" in record.message
+    json_path = write_file(str(tmp_path / "p.json"),
+                           azure_json(preScriptLocation="/s/pre\udc80"))
+    path = write_file(str(tmp_path / "host2.conf"), conf(
+        "numberOfPlugins: 1\npluginName0: a\npluginConfigPath0: %s\n"
+        % json_path))
+    (record,) = validate_config(path)[1]
+    assert record.entry is E305 and "lone surrogate" in record.message
+    str(record).encode("utf-8")

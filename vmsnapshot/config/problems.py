@@ -44,8 +44,19 @@ class Problems:
         message = " -> ".join(crumbs) + ": " + what
         if expected:
             message += "; expected " + expected
-        self.records.append(ErrorRecord(self.entry, message))
+        self.records.append(ErrorRecord(self.entry, printable(message)))
         self.count += 1
+
+
+def printable(text: str) -> str:
+    """TEXT, with what UTF-8 cannot encode (a lone surrogate from JSON's
+    "\\ud800", a non-UTF-8 byte of a path) escaped, so a message about it
+    can always be printed, logged and stored."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def describe(value: Any) -> str:
@@ -129,6 +140,14 @@ def want_str(p: Problems, where: Sequence[Crumb], value: Any,
         return None
     if "\0" in value:
         p.add(where, "contains a NUL character", expected)
+        return None
+    try:
+        # Every string ends up in an argv, a message or the report, all
+        # UTF-8: a lone surrogate ("\ud800" in JSON) cannot get there.
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        p.add(where, "got %s: character %d is a lone surrogate, not valid "
+              "Unicode text" % (describe(value), e.start), expected)
         return None
     return value
 
