@@ -139,8 +139,8 @@ def test_native_file_trust(tmp_path):
     path = write_file(str(tmp_path / "v.toml"), "", mode=0o602)
     config, (record,) = validate_config(path)
     assert record.entry is E305
-    assert "mode 0602: group/others may write it; fix: chmod 600" \
-        in record.message
+    assert "is accessible by group or others (owner root (uid 0), mode " \
+        "0602); expected mode 600" in record.message
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "3601", "1e300", "inf", "nan",

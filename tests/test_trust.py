@@ -88,7 +88,7 @@ def test_owner_only_modes(scripts: Scripts, no_leaks):
 
 def test_not_a_regular_file(scripts: Scripts, no_leaks):
     d = scripts.subdir("adir", 0o700)
-    assert "is not a regular file" in str(refusal(d))
+    assert "is a directory, not a regular file" in str(refusal(d))
     fifo = os.path.join(scripts.dir, "fifo")
     os.mkfifo(fifo, 0o700)
     # Refused without opening it (opening a FIFO for reading would block).
