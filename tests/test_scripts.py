@@ -234,6 +234,47 @@ def test_missing_interpreter(scripts: Scripts, no_leaks):
     res = only(run_phase([Plugin("interp", None, (path,))], "post"))
     assert res.error.entry.error_name == "Post-ScriptExecutionFailed"
     assert res.error.message.endswith(
-        "could not be executed: %s: No such file or directory (is /proc "
-        "mounted? or the #! interpreter missing?)" % path)
+        "could not be executed: %s: No such file or directory (is the #! "
+        "interpreter missing?)" % path)
     assert res.attempts == 1 and res.returncode is None
+
+
+def test_children_get_no_fd_on_the_script(scripts: Scripts, no_leaks):
+    # A script's child dropping to nobody tries every fd it inherited and
+    # every fd of its parent (the script): the root-only script's text
+    # must be readable through none of them. (bash: dash's <&N takes one
+    # digit only.)
+    body = (
+        "# SECRET-SCRIPT-TEXT\n"
+        "setpriv --reuid=%d --regid=%d --clear-groups bash -c '\n"
+        "  for f in /proc/self/fd/* /proc/$PPID/fd/*; do\n"
+        "    n=${f##*/}; case $f in /proc/self/*) [ $n -le 2 ] && continue;;"
+        " esac\n"
+        "    echo \"try $f\"\n"
+        "    timeout 2 cat \"$f\" 2>/dev/null </dev/null\n"
+        "    case $f in /proc/self/*) (eval \"timeout 2 cat <&$n\") "
+        "2>/dev/null;; esac\n"
+        "  done; echo done' 2>&1\n" % (NOBODY, NOBODY))
+    plugin = scripts.plugin("leaky", pre=body)
+    res = only(run_phase([plugin], "pre"))
+    assert res.ok, res
+    assert res.output_tail[-1] == "done"
+    assert not any("SECRET-SCRIPT-TEXT" in line for line in res.output_tail), \
+        res.output_tail
+
+
+def test_dollar_zero_is_the_configured_path(scripts: Scripts, no_leaks):
+    # Azure's and qemu's scripts find their siblings by $(dirname "$0").
+    out = scripts.file("zero")
+    scripts.write("lib.sh", "LIB=loaded\n", mode=0o600)
+    plugin = scripts.plugin(
+        "zero", pre='. "$(dirname "$0")/lib.sh"\necho "$0 $LIB" > %s\n' % out)
+    assert only(run_phase([plugin], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "%s loaded\n" % plugin.pre[0]
+    # Through a symlink too: $0 is the path the admin wrote.
+    link = os.path.join(scripts.dir, "via-link")
+    os.symlink(plugin.pre[0], link)
+    assert only(run_phase([Plugin("link", (link,), None)], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "%s loaded\n" % link

@@ -57,7 +57,7 @@ class HeldHook:
         self.attempts += 1
         try:
             self.handle = start_process(
-                self.argv, executable_fd=self.trusted.fd, stdin=PIPE,
+                self.argv, stdin=PIPE,
                 env=script_env(self.plugin, "pre", self.trusted,
                                VMSNAPSHOT_HOLD="1"),
                 grace=self.grace, watch_line=READY)
@@ -113,10 +113,7 @@ class HeldHook:
         Returns the pre phase's ScriptResult; idempotent."""
         if self.result is not None:
             return self.result
-        try:
-            self._release(self.plugin.timeout if timeout is None else timeout)
-        finally:
-            self._close()
+        self._release(self.plugin.timeout if timeout is None else timeout)
         self.result = make_result(
             self.plugin, "pre", self.argv, self.attempts, self.proc,
             self.error, (time.monotonic() - self.started) * 1000)
@@ -152,11 +149,6 @@ class HeldHook:
                                         what="failed after its release")
         self.proc = proc
 
-    def _close(self) -> None:
-        if self.trusted is not None:
-            os.close(self.trusted.fd)
-            self.trusted = None
-
 
 def start_held(plugin: Plugin, grace: float = GRACE) -> HeldHook:
     """Trust-check and start ``plugin``'s pre command with a pipe on stdin."""
@@ -166,6 +158,6 @@ def start_held(plugin: Plugin, grace: float = GRACE) -> HeldHook:
     except VmsnapshotError as exc:
         hook.error = exc.record()
         return hook
-    if not hook._start():
-        hook._close()
+    os.close(hook.trusted.fd)   # executed by path: see vmsnapshot.trust
+    hook._start()
     return hook

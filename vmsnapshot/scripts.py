@@ -1,8 +1,10 @@
 """Running the plugins' pre- and post-scripts of one phase.
 
-Each script is trust-checked and opened once (vmsnapshot.trust); every
-attempt executes that open file, with argv as configured (no shell), a clean
-environment, cwd / and stdin /dev/null. ``retries`` really re-runs the script;
+Each script is trust-checked once (vmsnapshot.trust: the whole chain is
+root-only) and then executed by its configured path, so ``$0`` is what the
+admin wrote and no fd on the script reaches it or its children; argv as
+configured (no shell, empty strings kept), a clean environment, cwd / and
+stdin /dev/null. ``retries`` really re-runs the script;
 the plugin's timeout covers all attempts together. Plugins of one phase run in
 parallel. Held pre-scripts (``hold = true``) are not run here: see
 vmsnapshot.held.
@@ -60,7 +62,8 @@ def script_argv(plugin: Plugin, phase: str) -> Optional[Tuple[str, ...]]:
 
 def script_env(plugin: Plugin, phase: str, trusted: TrustedScript,
                **extra: str) -> Dict[str, str]:
-    # $0 is /proc/self/fd/N (we execute the checked fd): give the real path.
+    # VMSNAPSHOT_SCRIPT: the path with symlinks resolved ($0 is as
+    # configured).
     env = {"VMSNAPSHOT_PHASE": phase, "VMSNAPSHOT_PLUGIN": plugin.name,
            "VMSNAPSHOT_SCRIPT": trusted.real_path}
     env.update(extra)
@@ -98,12 +101,12 @@ def failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
 
 def exec_failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
                         trusted: TrustedScript, exc: OSError) -> ErrorRecord:
-    # We exec /proc/self/fd/N: ENOENT there means no /proc, EACCES a noexec
-    # mount (root bypasses the mode bits, which trust checked already).
+    # The path was just checked: ENOENT means the #! interpreter is
+    # missing, EACCES a noexec mount (root bypasses the mode bits).
     hint = {errno.ENOEXEC: " (no #! line?)",
             errno.EACCES: " (on a noexec mount?)",
-            errno.ENOENT: " (is /proc mounted? or the #! interpreter "
-                          "missing?)"}.get(exc.errno or 0, "")
+            errno.ENOENT: " (is the #! interpreter missing?)"}.get(
+                exc.errno or 0, "")
     return ErrorRecord(phase_entries(phase).failed,
                        "%s could not be executed: %s: %s%s"
                        % (_label(plugin, phase, argv), trusted.real_path,
@@ -146,31 +149,28 @@ def run_script(plugin: Plugin, phase: str,
     except VmsnapshotError as exc:
         return make_result(plugin, phase, argv, 0, None, exc.record(),
                            (time.monotonic() - start) * 1000)
+    os.close(trusted.fd)     # executed by path: see vmsnapshot.trust
     deadline = start + plugin.timeout
     env = script_env(plugin, phase, trusted)
     attempts = 0
     res: Optional[ProcessResult] = None
     error: Optional[ErrorRecord] = None
-    try:
-        while True:
-            attempts += 1
-            left = max(0.0, deadline - time.monotonic())
-            try:
-                res = run_process(argv, executable_fd=trusted.fd, env=env,
-                                  timeout=left, grace=grace)
-            except OSError as exc:   # permanent: retrying cannot help
-                error = exec_failure_record(plugin, phase, argv, trusted, exc)
-                break
-            if res.returncode == 0 and not res.timed_out:
-                error = None
-                break
-            error = failure_record(plugin, phase, argv, res, attempts)
-            if (res.timed_out or attempts > retries_of(plugin, phase)
-                    or time.monotonic() >= deadline):
-                break
-            log.warning("%s; retrying", error.message)
-    finally:
-        os.close(trusted.fd)
+    while True:
+        attempts += 1
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            res = run_process(argv, env=env, timeout=left, grace=grace)
+        except OSError as exc:   # permanent: retrying cannot help
+            error = exec_failure_record(plugin, phase, argv, trusted, exc)
+            break
+        if res.returncode == 0 and not res.timed_out:
+            error = None
+            break
+        error = failure_record(plugin, phase, argv, res, attempts)
+        if (res.timed_out or attempts > retries_of(plugin, phase)
+                or time.monotonic() >= deadline):
+            break
+        log.warning("%s; retrying", error.message)
     return make_result(plugin, phase, argv, attempts, res, error,
                        (time.monotonic() - start) * 1000)
 

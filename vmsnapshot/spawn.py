@@ -319,7 +319,7 @@ class ProcessHandle:
             bytes_dropped=self.drain.dropped)
 
 
-def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
+def start_process(argv: Sequence[str], *,
                   env: Optional[Mapping[str, str]] = None, cwd: str = "/",
                   stdin: int = DEVNULL, grace: float = 5.0,
                   output_limit: int = OUTPUT_LIMIT,
@@ -327,18 +327,13 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
                   tail_lines: int = TAIL_LINES) -> ProcessHandle:
     """Start ``argv`` in a new session; OSError if it cannot be executed.
 
-    ``executable_fd``: run that open file (via /proc/self/fd/N) instead of
-    looking up argv[0]. ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
+    ``argv[0]`` is executed as given (scripts: the trust-checked path; no fd
+    on it is passed down, see vmsnapshot.trust). ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
     (then ``handle.close_stdin()`` sends EOF; our end is CLOEXEC so no other
     child holds it). ``watch_line``: keep stderr apart and let
     ``handle.wait_line`` report that line on stdout.
     """
     argv = tuple(argv)
-    executable = None
-    pass_fds: Tuple[int, ...] = ()
-    if executable_fd is not None:
-        executable = "/proc/self/fd/%d" % executable_fd
-        pass_fds = (executable_fd,)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe() if watch_line is not None else (None, None)
     in_r, in_w = os.pipe() if stdin == PIPE else (None, None)
@@ -346,8 +341,7 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            argv, executable=executable, pass_fds=pass_fds,
-            stdin=in_r if in_r is not None else stdin, stdout=out_w,
+            argv, stdin=in_r if in_r is not None else stdin, stdout=out_w,
             stderr=err_w if err_w is not None else subprocess.STDOUT,
             cwd=cwd, env=env, start_new_session=True)
     except BaseException:
@@ -371,13 +365,12 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
     return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started)
 
 
-def run_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
-                timeout: float, env: Optional[Mapping[str, str]] = None,
+def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
                 output_limit: int = OUTPUT_LIMIT) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
     ``grace``, SIGKILL). Raises OSError only if it cannot be started."""
-    handle = start_process(argv, executable_fd=executable_fd, env=env,
+    handle = start_process(argv, env=env,
                            cwd=cwd, stdin=stdin, grace=grace,
                            output_limit=output_limit)
     try:
