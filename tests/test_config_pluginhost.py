@@ -48,7 +48,7 @@ def test_two_plugins_capped_and_combined(tmp_path):
     config = load_config(root=root)
     a, b = config.plugins
     assert (a.name, a.pre, a.post, a.timeout, a.pre_retries) == (
-        "ScriptRunner", ("/s/a-pre",), None, 100.0, 3)
+        "ScriptRunner", ("/s/a-pre", "", ""), None, 100.0, 3)
     assert a.plugin_path == "/etc/azure" and b.plugin_path == ""
     assert a.source == in_root(root, "/etc/azure/a.json")
     assert (b.name, b.pre, b.post, b.timeout) == (

@@ -278,3 +278,63 @@ def test_dollar_zero_is_the_configured_path(scripts: Scripts, no_leaks):
     assert only(run_phase([Plugin("link", (link,), None)], "pre")).ok
     with open(out) as f:
         assert f.read() == "%s loaded\n" % link
+
+
+@pytest.mark.parametrize("problem, name", [
+    ("missing", "Post-ScriptNotFound"),
+    ("mode", "InsufficientPermissionforPost-Script"),
+    ("owner", "InsufficientPermissionforPost-Script")])
+def test_bad_post_script_stops_the_pre_script(scripts: Scripts, problem, name,
+                                              no_leaks):
+    # As Microsoft's extension does, both scripts are checked before the
+    # pre-script runs: a pre-script without its post-script would leave
+    # the application quiesced.
+    marker = scripts.file("pre-ran")
+    plugin = scripts.plugin("half", pre="touch %s\n" % marker,
+                            post="exit 0\n")
+    post = plugin.post[0]
+    if problem == "missing":
+        os.unlink(post)
+    elif problem == "mode":
+        os.chmod(post, 0o755)
+    else:
+        os.chown(post, NOBODY, -1)
+    res = only(run_phase([plugin], "pre"))
+    assert not os.path.exists(marker)
+    assert (res.phase, res.path, res.attempts) == ("pre", plugin.pre[0], 0)
+    assert res.error.entry.error_name == name
+    assert res.error.message.startswith("Post-script %s" % post)
+    assert res.error.message.endswith(
+        "; nothing of this plugin runs (its pre-script %s was not started)"
+        % plugin.pre[0])
+
+
+def test_bad_post_script_stops_a_held_pre_script(scripts: Scripts, no_leaks):
+    from vmsnapshot.held import start_held
+    marker = scripts.file("pre-ran")
+    plugin = scripts.plugin("heldhalf", pre="touch %s\necho READY\ncat\n"
+                            % marker, post="exit 0\n", hold=True)
+    os.chmod(plugin.post[0], 0o750)
+    hook = start_held(plugin)
+    err = hook.wait_ready()
+    assert err.entry.error_name == "InsufficientPermissionforPost-Script"
+    res = hook.release()
+    assert res.attempts == 0 and res.error is err
+    assert not os.path.exists(marker)
+
+
+def test_azure_template_params_give_two_empty_arguments(scripts: Scripts,
+                                                        tmp_path, no_leaks):
+    # The published template's "preScriptParams": ["", ""]: Azure runs
+    # `sh SCRIPT "" ""`, so the script sees $# = 2; so does vmsnapshot.
+    from tests.helpers.configfiles import azure_json, write_file
+    from vmsnapshot.config import load_config
+    out = scripts.file("argc")
+    pre = scripts.write("argc", 'echo "$#:$1:$2" > %s\n' % out)
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        preScriptLocation=pre, postScriptLocation=""))
+    (plugin,) = load_config(path).plugins
+    assert plugin.pre == (pre, "", "")
+    assert only(run_phase([plugin], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "2::\n"

@@ -24,8 +24,8 @@ from typing import Optional
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts import (GRACE, ScriptResult, exec_failure_record,
-                                failure_record, make_result, retries_of,
-                                script_env)
+                                failure_record, make_result, partner_problem,
+                                retries_of, script_env)
 from vmsnapshot.spawn import PIPE, ProcessHandle, ProcessResult, start_process
 from vmsnapshot.trust import TrustedScript, open_trusted
 
@@ -159,5 +159,7 @@ def start_held(plugin: Plugin, grace: float = GRACE) -> HeldHook:
         hook.error = exc.record()
         return hook
     os.close(hook.trusted.fd)   # executed by path: see vmsnapshot.trust
-    hook._start()
+    hook.error = partner_problem(plugin, "pre")
+    if hook.error is None:
+        hook._start()
     return hook

@@ -138,6 +138,26 @@ def make_result(plugin: Plugin, phase: str, argv: Sequence[str],
     return result
 
 
+def partner_problem(plugin: Plugin, phase: str) -> Optional[ErrorRecord]:
+    """Before a pre-script runs, its post-script (if any) must exist and be
+    trusted, as Microsoft's extension checks both first: a pre-script whose
+    post-script cannot run would leave the application quiesced. The
+    post-script's error (Post-ScriptNotFound, InsufficientPermissionfor
+    Post-Script), or None."""
+    if phase != "pre" or not plugin.post:
+        return None
+    try:
+        os.close(open_trusted(plugin.post[0], "post").fd)
+    except VmsnapshotError as exc:
+        message = exc.message
+        if not message.endswith("; nothing of this plugin runs"):
+            message += "; nothing of this plugin runs"
+        return ErrorRecord(exc.entry, "%s (its pre-script %s was not "
+                           "started)" % (message, plugin.pre[0]
+                                         if plugin.pre else "-"))
+    return None
+
+
 def run_script(plugin: Plugin, phase: str,
                grace: float = GRACE) -> ScriptResult:
     """Check, then run one plugin's script of ``phase`` with its retries."""
@@ -150,6 +170,10 @@ def run_script(plugin: Plugin, phase: str,
         return make_result(plugin, phase, argv, 0, None, exc.record(),
                            (time.monotonic() - start) * 1000)
     os.close(trusted.fd)     # executed by path: see vmsnapshot.trust
+    partner = partner_problem(plugin, phase)
+    if partner is not None:
+        return make_result(plugin, phase, argv, 0, None, partner,
+                           (time.monotonic() - start) * 1000)
     deadline = start + plugin.timeout
     env = script_env(plugin, phase, trusted)
     attempts = 0
