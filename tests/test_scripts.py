@@ -338,3 +338,35 @@ def test_azure_template_params_give_two_empty_arguments(scripts: Scripts,
     assert only(run_phase([plugin], "pre")).ok
     with open(out) as f:
         assert f.read() == "2::\n"
+
+
+def test_should_stop_ends_the_phase_at_once(scripts: Scripts, no_leaks):
+    # A SIGTERM in the pre phase must not wait for the whole phase: every
+    # running script is stopped (SIGTERM, grace, SIGKILL, reaped).
+    pids = [scripts.file("pid%d" % i) for i in range(2)]
+    plugins = [scripts.plugin("slow%d" % i, pre="echo $$ > %s\nsleep 60\n"
+                              % pids[i], timeout=120) for i in range(2)]
+    plugins.append(scripts.plugin("stubborn", pre="trap '' TERM\n"
+                                  "echo $$ > %s\nwhile :; do sleep 1; done\n"
+                                  % scripts.file("pid-stubborn")))
+    start = time.monotonic()
+    results = run_phase(plugins, "pre", grace=1.0,
+                        should_stop=lambda: time.monotonic() > start + 1.0)
+    took = time.monotonic() - start
+    assert took < 15, took       # not 60 s
+    for res in results:
+        assert res.interrupted and not res.ok and not res.timed_out, res
+        assert res.error is None and res.attempts == 1
+        assert res.to_json()["interrupted"] is True
+    assert [r.signal for r in results] == ["SIGTERM", "SIGTERM", "SIGKILL"]
+    for path in pids + [scripts.file("pid-stubborn")]:
+        assert wait_gone(read_int(path), 2.0)
+
+
+def test_should_stop_before_the_start_runs_nothing(scripts: Scripts,
+                                                   no_leaks):
+    marker = scripts.file("ran")
+    plugin = scripts.plugin("never", pre="touch %s\n" % marker)
+    res = only(run_phase([plugin], "pre", should_stop=lambda: True))
+    assert res.interrupted and res.attempts == 0 and not res.ok
+    assert not os.path.exists(marker)

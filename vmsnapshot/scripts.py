@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
-from vmsnapshot.spawn import ProcessResult, clean_env, run_process
+from vmsnapshot.spawn import (ProcessResult, ShouldStop, clean_env, never,
+                              run_process)
 from vmsnapshot.trust import TrustedScript, open_trusted, phase_entries
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,20 @@ class ScriptResult:
     error: Optional[ErrorRecord]
     output_tail: Tuple[str, ...]
     signal: Optional[str] = None
+    # Stopped (or never started) because should_stop() said so; error is
+    # None then: the run's RunInterrupted says why, once.
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.interrupted
 
     def to_json(self) -> Dict[str, Any]:
         return {"plugin": self.plugin, "phase": self.phase, "path": self.path,
                 "attempts": self.attempts, "returncode": self.returncode,
                 "timed_out": self.timed_out,
                 "duration_ms": round(self.duration_ms, 1),
-                "signal": self.signal,
+                "signal": self.signal, "interrupted": self.interrupted,
                 "error": self.error.entry.error_name if self.error else None}
 
 
@@ -120,14 +124,19 @@ def retries_of(plugin: Plugin, phase: str) -> int:
 def make_result(plugin: Plugin, phase: str, argv: Sequence[str],
                 attempts: int, res: Optional[ProcessResult],
                 error: Optional[ErrorRecord],
-                duration_ms: float) -> ScriptResult:
+                duration_ms: float, interrupted: bool = False
+                ) -> ScriptResult:
     result = ScriptResult(
         plugin=plugin.name, phase=phase, path=argv[0], attempts=attempts,
         returncode=res.returncode if res else None,
         timed_out=res.timed_out if res else False, duration_ms=duration_ms,
         error=error, output_tail=res.output_tail if res else (),
-        signal=res.signal if res else None)
-    if error is not None:
+        signal=res.signal if res else None, interrupted=interrupted)
+    if interrupted:
+        log.warning("%s: stopped, the run was interrupted (%d attempt%s, "
+                    "%.0f ms)", _label(plugin, phase, argv), attempts,
+                    "" if attempts == 1 else "s", duration_ms)
+    elif error is not None:
         log.error("%s", error)
     else:
         log.info("%s: ok after %d attempt%s, %.0f ms",
@@ -158,9 +167,10 @@ def partner_problem(plugin: Plugin, phase: str) -> Optional[ErrorRecord]:
     return None
 
 
-def run_script(plugin: Plugin, phase: str,
-               grace: float = GRACE) -> ScriptResult:
-    """Check, then run one plugin's script of ``phase`` with its retries."""
+def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
+               should_stop: ShouldStop = never) -> ScriptResult:
+    """Check, then run one plugin's script of ``phase`` with its retries;
+    stopped at once (result ``interrupted``) when ``should_stop()``."""
     argv = script_argv(plugin, phase)
     assert argv, "plugin %s has no %s script" % (plugin.name, phase)
     start = time.monotonic()
@@ -179,13 +189,21 @@ def run_script(plugin: Plugin, phase: str,
     attempts = 0
     res: Optional[ProcessResult] = None
     error: Optional[ErrorRecord] = None
+    interrupted = False
     while True:
+        if should_stop():
+            interrupted, error = True, None
+            break
         attempts += 1
         left = max(0.0, deadline - time.monotonic())
         try:
-            res = run_process(argv, env=env, timeout=left, grace=grace)
+            res = run_process(argv, env=env, timeout=left, grace=grace,
+                              should_stop=should_stop)
         except OSError as exc:   # permanent: retrying cannot help
             error = exec_failure_record(plugin, phase, argv, trusted, exc)
+            break
+        if res.interrupted:
+            interrupted, error = True, None
             break
         if res.returncode == 0 and not res.timed_out:
             error = None
@@ -196,19 +214,25 @@ def run_script(plugin: Plugin, phase: str,
             break
         log.warning("%s; retrying", error.message)
     return make_result(plugin, phase, argv, attempts, res, error,
-                       (time.monotonic() - start) * 1000)
+                       (time.monotonic() - start) * 1000, interrupted)
 
 
-def run_phase(plugins: Sequence[Plugin], phase: str,
-              grace: float = GRACE) -> List[ScriptResult]:
+def run_phase(plugins: Sequence[Plugin], phase: str, grace: float = GRACE,
+              should_stop: ShouldStop = never) -> List[ScriptResult]:
     """Run the ``phase`` script of every plugin that has one, in parallel;
-    results in plugin order. Held pre-scripts are skipped (vmsnapshot.held)."""
+    results in plugin order. Held pre-scripts are skipped (vmsnapshot.held).
+
+    ``should_stop`` (e.g. "a SIGTERM arrived") is polled every ~30 ms while
+    scripts run: once true, every running script is stopped at once
+    (SIGTERM, ``grace``, SIGKILL, reaped), none is started, and their
+    results say ``interrupted`` (error None: the caller reports
+    RunInterrupted once)."""
     todo = [p for p in plugins if script_argv(p, phase)
             and not (phase == "pre" and p.hold)]
     results: List[Optional[ScriptResult]] = [None] * len(todo)
 
     def one(i: int) -> None:
-        results[i] = run_script(todo[i], phase, grace)
+        results[i] = run_script(todo[i], phase, grace, should_stop)
 
     threads = [threading.Thread(target=one, args=(i,),
                                 name="vmsnapshot-%s-%s" % (phase, p.name))

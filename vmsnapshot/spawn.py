@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
@@ -35,6 +35,14 @@ TAIL_LINES = 20
 DRAIN_DELAY = 0.2       # s to wait for output after the leader exited
 _POLL_STEP = 0.01       # s between exit checks without a pidfd
 _READ_SIZE = 65536
+STOP_POLL = 0.03        # s between should_stop() checks while waiting
+
+ShouldStop = Callable[[], bool]
+
+
+def never() -> bool:
+    """The default should_stop: nothing asks to stop."""
+    return False
 
 SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -72,12 +80,16 @@ class ProcessResult:
     duration_ms: float
     output_tail: Tuple[str, ...]   # last lines of stdout+stderr
     bytes_dropped: int             # output beyond the buffer, discarded
+    interrupted: bool = False      # stopped because should_stop() said so
 
     def describe(self) -> str:
         if self.signal is not None:
             status = "killed by signal %s" % self.signal
         else:
             status = "exit status %d" % self.returncode
+        if self.interrupted:
+            return "stopped after %.1f s: the run was interrupted (%s)" % (
+                self.duration_ms / 1000, status)
         if self.timed_out:
             return "timed out after %.1f s (%s)" % (self.duration_ms / 1000,
                                                     status)
@@ -209,13 +221,19 @@ class ProcessHandle:
     def alive(self) -> bool:
         return not self.exited()
 
-    def wait_exit(self, timeout: Optional[float]) -> bool:
-        """Wait for the leader to exit (not reaping it); False on timeout."""
+    def wait_exit(self, timeout: Optional[float],
+                  should_stop: ShouldStop = never) -> bool:
+        """Wait for the leader to exit (not reaping it); False on timeout or
+        as soon as ``should_stop()`` is true (polled every STOP_POLL s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.exited():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
+            if should_stop is not never:
+                if should_stop():
+                    return False
+                left = STOP_POLL if left is None else min(left, STOP_POLL)
             if self.pidfd is not None:
                 poller = select.poll()
                 poller.register(self.pidfd, select.POLLIN)
@@ -225,19 +243,20 @@ class ProcessHandle:
                            min(_POLL_STEP, left))
         return True
 
-    def wait_line(self, timeout: float) -> bool:
-        """Wait until the watched line (READY) arrived; False on timeout or
-        when the output ended without it."""
+    def wait_line(self, timeout: float,
+                  should_stop: ShouldStop = never) -> bool:
+        """Wait until the watched line (READY) arrived; False on timeout,
+        when the output ended without it, or once ``should_stop()``."""
         deadline = time.monotonic() + timeout
         while not self.drain.line_seen.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or should_stop():
                 return False
             if self.exited() or not self.drain.is_alive():
                 self.drain.join(DRAIN_DELAY)   # the line may be in flight
                 return self.drain.line_seen.is_set()
             with self.drain.changed:
-                self.drain.changed.wait(min(left, 0.05))
+                self.drain.changed.wait(min(left, STOP_POLL))
         return True
 
     # -- signals -------------------------------------------------------
@@ -265,32 +284,34 @@ class ProcessHandle:
                 self.stdin_fd = None
 
     # -- ending --------------------------------------------------------
-    def wait(self, timeout: Optional[float]) -> Optional[ProcessResult]:
-        """The result if the leader exits within ``timeout``, else None (the
-        child keeps running)."""
+    def wait(self, timeout: Optional[float],
+             should_stop: ShouldStop = never) -> Optional[ProcessResult]:
+        """The result if the leader exits within ``timeout`` (and before
+        ``should_stop()``), else None (the child keeps running)."""
         if self.result is not None:
             return self.result
-        if not self.wait_exit(timeout):
+        if not self.wait_exit(timeout, should_stop):
             return None
         return self._finish(timed_out=False)
 
-    def stop(self, grace: Optional[float] = None,
-             timed_out: bool = True) -> ProcessResult:
+    def stop(self, grace: Optional[float] = None, timed_out: bool = True,
+             interrupted: bool = False) -> ProcessResult:
         """SIGTERM the group, wait ``grace``, SIGKILL; returns the result."""
         if self.result is not None:
             return self.result
         if not self.exited():
             self.terminate_group()
             self.wait_exit(self.grace if grace is None else grace)
-        return self._finish(timed_out=timed_out)
+        return self._finish(timed_out=timed_out, interrupted=interrupted)
 
-    def _finish(self, timed_out: bool) -> ProcessResult:
+    def _finish(self, timed_out: bool,
+                interrupted: bool = False) -> ProcessResult:
         with self._finishing:
             if self.result is None:
-                self.result = self._reap(timed_out)
+                self.result = self._reap(timed_out, interrupted)
         return self.result
 
-    def _reap(self, timed_out: bool) -> ProcessResult:
+    def _reap(self, timed_out: bool, interrupted: bool) -> ProcessResult:
         if not self.exited():
             self.kill_group()
             self.wait_exit(None)
@@ -316,7 +337,7 @@ class ProcessHandle:
             timed_out=timed_out,
             duration_ms=(exited_at - self.started) * 1000.0,
             output_tail=self.drain.tail(self.tail_lines),
-            bytes_dropped=self.drain.dropped)
+            bytes_dropped=self.drain.dropped, interrupted=interrupted)
 
 
 def start_process(argv: Sequence[str], *,
@@ -367,17 +388,23 @@ def start_process(argv: Sequence[str], *,
 
 def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
-                output_limit: int = OUTPUT_LIMIT) -> ProcessResult:
+                output_limit: int = OUTPUT_LIMIT,
+                should_stop: ShouldStop = never) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
-    ``grace``, SIGKILL). Raises OSError only if it cannot be started."""
+    ``grace``, SIGKILL), or until ``should_stop()`` (the same escalation;
+    the result says ``interrupted``). Raises OSError only if it cannot be
+    started."""
     handle = start_process(argv, env=env,
                            cwd=cwd, stdin=stdin, grace=grace,
                            output_limit=output_limit)
     try:
-        result = handle.wait(timeout)
+        result = handle.wait(timeout, should_stop)
     except BaseException:        # interrupted: leave nothing behind
         handle.stop(grace=0.0)
         raise
     if result is None:
-        result = handle.stop(grace)
+        if should_stop():
+            result = handle.stop(grace, timed_out=False, interrupted=True)
+        else:
+            result = handle.stop(grace)
     return result
