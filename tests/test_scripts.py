@@ -370,3 +370,72 @@ def test_should_stop_before_the_start_runs_nothing(scripts: Scripts,
     res = only(run_phase([plugin], "pre", should_stop=lambda: True))
     assert res.interrupted and res.attempts == 0 and not res.ok
     assert not os.path.exists(marker)
+
+
+DAEMON = ("(setsid sh -c 'echo $$ > %s; exec sleep 300' </dev/null >/dev/null"
+          " 2>&1 &)\n")
+
+
+def _daemon_pid(path: str) -> int:
+    from tests.helpers.scripts import wait_for_file
+    return int(wait_for_file(path).strip())
+
+
+def _needs_cgroups() -> str:
+    from tests.conftest import skip_or_fail
+    from vmsnapshot import cgroup
+    where = cgroup.parent()
+    if where is None:
+        skip_or_fail("no writable cgroup2 hierarchy with cgroup.kill")
+    return where
+
+
+def _our_cgroups(where: str) -> list:
+    return [n for n in os.listdir(where) if n.startswith("%d." % os.getpid())]
+
+
+@pytest.mark.parametrize("tail", ["sleep 60\n", "exit 0\n"])
+def test_daemonized_child_dies_with_its_cgroup(scripts: Scripts, tail,
+                                               no_leaks):
+    # setsid + double fork leaves the process group; not the cgroup. Both
+    # at a timeout and when the script itself exits at once.
+    where = _needs_cgroups()
+    pidfile = scripts.file("daemon")
+    plugin = scripts.plugin("daemonizer", pre=DAEMON % pidfile
+                            + "while [ ! -s %s ]; do sleep 0.05; done\n"
+                            % pidfile + tail, timeout=1.5)
+    res = only(run_phase([plugin], "pre", grace=0.5))
+    daemon = _daemon_pid(pidfile)
+    assert wait_gone(daemon, 3.0), "daemon %d survived" % daemon
+    if tail == "exit 0\n":
+        assert res.ok, res
+    else:
+        assert res.error.entry.error_name == "Pre-ScriptTimeout"
+    assert _our_cgroups(where) == []        # removed after the reap
+
+
+def test_process_group_fallback_without_cgroups(scripts: Scripts,
+                                                monkeypatch, no_leaks):
+    # Forced fallback (no cgroup v2): the group kill still ends the script
+    # at its timeout; a daemonized child escapes it, which is why cgroups
+    # are used where they exist.
+    from vmsnapshot import cgroup
+    from vmsnapshot.spawn import start_process
+    monkeypatch.setenv(cgroup.ENV_SWITCH, "0")
+    assert cgroup.parent() is None
+    handle = start_process(["/bin/true"], cgroup=True)
+    assert handle.cgroup is None
+    handle.wait(10)
+    pidfile = scripts.file("daemon")
+    grandchild = scripts.file("grandchild")
+    plugin = scripts.plugin(
+        "daemonizer", pre=DAEMON % pidfile + "sleep 60 & echo $! > %s\n"
+        "wait\n" % grandchild, timeout=1.5)
+    res = only(run_phase([plugin], "pre", grace=0.5))
+    daemon = _daemon_pid(pidfile)
+    try:
+        assert res.error.entry.error_name == "Pre-ScriptTimeout"
+        assert wait_gone(read_int(grandchild), 3.0)   # in the group
+        assert not wait_gone(daemon, 0.5)             # escaped it
+    finally:
+        os.kill(daemon, 9)

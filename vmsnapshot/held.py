@@ -62,7 +62,7 @@ class HeldHook:
                 self.argv, stdin=PIPE,
                 env=script_env(self.plugin, "pre", self.trusted,
                                VMSNAPSHOT_HOLD="1"),
-                grace=self.grace, watch_line=READY)
+                grace=self.grace, watch_line=READY, cgroup=True)
         except OSError as exc:
             self.error = exec_failure_record(self.plugin, "pre", self.argv,
                                              self.trusted, exc)

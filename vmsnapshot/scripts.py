@@ -198,7 +198,7 @@ def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
         left = max(0.0, deadline - time.monotonic())
         try:
             res = run_process(argv, env=env, timeout=left, grace=grace,
-                              should_stop=should_stop)
+                              should_stop=should_stop, cgroup=True)
         except OSError as exc:   # permanent: retrying cannot help
             error = exec_failure_record(plugin, phase, argv, trusted, exc)
             break

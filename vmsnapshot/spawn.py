@@ -13,6 +13,11 @@ its pid, so the process group id cannot have been reused by another process.
 After the leader exits, whatever is left of its group is killed: a script's
 background children do not outlive it (nor hold its stdout open forever).
 
+With ``cgroup=True`` (scripts, held hooks) the child also gets its own
+cgroup v2 (vmsnapshot.cgroup) and every kill also writes its
+``cgroup.kill``: a script that daemonized (setsid, double fork) left the
+process group but not the cgroup. Without cgroup v2, the group alone.
+
 This module runs while filesystems are frozen (the snapshot command, held
 hooks): it imports everything up front and touches no disk.
 """
@@ -26,6 +31,8 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+
+from vmsnapshot import cgroup as cgroups
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEVNULL = subprocess.DEVNULL
@@ -183,8 +190,10 @@ class ProcessHandle:
 
     def __init__(self, argv: Tuple[str, ...], proc: subprocess.Popen,
                  drain: _Drain, stdin_fd: Optional[int], grace: float,
-                 tail_lines: int, started: float):
+                 tail_lines: int, started: float,
+                 cgroup: Optional[cgroups.ScriptCgroup] = None):
         self.argv = argv
+        self.cgroup = cgroup     # None: the process group alone
         self.proc = proc
         self.pid = proc.pid
         self.drain = drain
@@ -275,6 +284,8 @@ class ProcessHandle:
 
     def kill_group(self) -> None:
         self.signal_group(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill()      # also what left the group (daemons)
 
     def close_stdin(self) -> None:
         """EOF on the child's stdin (a held hook's "release now")."""
@@ -326,6 +337,8 @@ class ProcessHandle:
             self.drain.join()
         with self._lock:
             returncode = self.proc.wait()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self.close_stdin()
         self.drain.close()
         if self.pidfd is not None:
@@ -345,16 +358,19 @@ def start_process(argv: Sequence[str], *,
                   stdin: int = DEVNULL, grace: float = 5.0,
                   output_limit: int = OUTPUT_LIMIT,
                   watch_line: Optional[bytes] = None,
-                  tail_lines: int = TAIL_LINES) -> ProcessHandle:
+                  tail_lines: int = TAIL_LINES,
+                  cgroup: bool = False) -> ProcessHandle:
     """Start ``argv`` in a new session; OSError if it cannot be executed.
 
     ``argv[0]`` is executed as given (scripts: the trust-checked path; no fd
     on it is passed down, see vmsnapshot.trust). ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
     (then ``handle.close_stdin()`` sends EOF; our end is CLOEXEC so no other
     child holds it). ``watch_line``: keep stderr apart and let
-    ``handle.wait_line`` report that line on stdout.
+    ``handle.wait_line`` report that line on stdout. ``cgroup``: run it in
+    its own cgroup v2 where available (see module doc).
     """
     argv = tuple(argv)
+    cg = cgroups.make() if cgroup else None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe() if watch_line is not None else (None, None)
     in_r, in_w = os.pipe() if stdin == PIPE else (None, None)
@@ -364,14 +380,22 @@ def start_process(argv: Sequence[str], *,
         proc = subprocess.Popen(
             argv, stdin=in_r if in_r is not None else stdin, stdout=out_w,
             stderr=err_w if err_w is not None else subprocess.STDOUT,
-            cwd=cwd, env=env, start_new_session=True)
+            cwd=cwd, env=env, start_new_session=True,
+            preexec_fn=cg.join_fn() if cg is not None else None)
     except BaseException:
         to_close += [out_r, err_r, in_w]
+        if cg is not None:
+            cg.remove()
         raise
     finally:
         for fd in to_close:
             if fd is not None:
                 os.close(fd)
+    if cg is not None:
+        cg.started()
+        if not cg.contains(proc.pid):     # could not join: group alone
+            cg.remove(timeout=0)
+            cg = None
     reads = [out_r] + ([err_r] if err_r is not None else [])
     try:
         drain = _Drain(reads, output_limit, watch_fd=out_r,
@@ -379,24 +403,30 @@ def start_process(argv: Sequence[str], *,
         drain.start()
     except BaseException:   # no thread to drain it: do not leave it running
         os.killpg(proc.pid, signal.SIGKILL)    # unreaped: the pgid is ours
+        if cg is not None:
+            cg.kill()
         proc.wait()
+        if cg is not None:
+            cg.remove()
         for fd in reads + ([in_w] if in_w is not None else []):
             os.close(fd)
         raise
-    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started)
+    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started,
+                         cg)
 
 
 def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
                 output_limit: int = OUTPUT_LIMIT,
-                should_stop: ShouldStop = never) -> ProcessResult:
+                should_stop: ShouldStop = never,
+                cgroup: bool = False) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
     ``grace``, SIGKILL), or until ``should_stop()`` (the same escalation;
     the result says ``interrupted``). Raises OSError only if it cannot be
     started."""
     handle = start_process(argv, env=env,
                            cwd=cwd, stdin=stdin, grace=grace,
-                           output_limit=output_limit)
+                           output_limit=output_limit, cgroup=cgroup)
     try:
         result = handle.wait(timeout, should_stop)
     except BaseException:        # interrupted: leave nothing behind
