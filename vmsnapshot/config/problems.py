@@ -57,6 +57,11 @@ def printable(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
+        pass
+    try:    # a path's non-UTF-8 byte (surrogateescape) shows as \xff
+        raw = text.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
