@@ -31,9 +31,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vmsnapshot import cgroup as cgroups
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
