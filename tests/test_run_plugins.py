@@ -77,9 +77,10 @@ FAILURES = {
     "Pre-ScriptExecutionFailed": "filesystem",
     "Post-ScriptExecutionFailed": "application",
     "Pre-ScriptNotFound": "filesystem",
-    "Post-ScriptNotFound": "application",
+    # A bad post-script stops its pre-script too (design.md Trust rules).
+    "Post-ScriptNotFound": "filesystem",
     "InsufficientPermissionforPre-Script": "filesystem",
-    "InsufficientPermissionforPost-Script": "application",
+    "InsufficientPermissionforPost-Script": "filesystem",
     "Pre-ScriptTimeout": "filesystem",
     "Post-ScriptTimeout": "application",
     "IncorrectJSONConfigFile": "filesystem",
