@@ -439,3 +439,8 @@ def test_process_group_fallback_without_cgroups(scripts: Scripts,
         assert not wait_gone(daemon, 0.5)             # escaped it
     finally:
         os.kill(daemon, 9)
+
+
+def test_should_stop_none_is_never(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin("plain", pre="exit 0\n")
+    assert only(run_phase([plugin], "pre", should_stop=None)).ok

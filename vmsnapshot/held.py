@@ -70,7 +70,8 @@ class HeldHook:
         return True
 
     def wait_ready(self, timeout: Optional[float] = None,
-                   should_stop: ShouldStop = never) -> Optional[ErrorRecord]:
+                   should_stop: Optional[ShouldStop] = None
+                   ) -> Optional[ErrorRecord]:
         """Wait for READY (default: until the plugin's timeout, counted from
         the start). None when ready; else Pre-ScriptTimeout (the hook is
         stopped) or Pre-ScriptExecutionFailed (it exited first; retried while
@@ -80,16 +81,17 @@ class HeldHook:
         ready); its release() result then says ``interrupted``."""
         deadline = self.deadline if timeout is None else \
             time.monotonic() + timeout
+        stop = should_stop or never
         while self.error is None and not self.ready:
             assert self.handle is not None
-            if should_stop():
+            if stop():
                 self._interrupt()
                 break
             if self.handle.wait_line(max(0.0, deadline - time.monotonic()),
                                      should_stop):
                 self.ready = True
                 break
-            if should_stop():
+            if stop():
                 self._interrupt()
                 break
             # No READY: output ended (the hook is exiting: its stdout closes
@@ -97,7 +99,7 @@ class HeldHook:
             if not self.handle.wait_exit(max(0.0,
                                              deadline - time.monotonic()),
                                          should_stop):
-                if should_stop():
+                if stop():
                     self._interrupt()
                     break
                 self.proc = self.handle.stop(self.grace, timed_out=True)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
-from vmsnapshot.spawn import (ProcessResult, ShouldStop, clean_env, never,
+from vmsnapshot.spawn import (ProcessResult, ShouldStop, clean_env,
                               run_process)
 from vmsnapshot.trust import TrustedScript, open_trusted, phase_entries
 
@@ -168,7 +168,7 @@ def partner_problem(plugin: Plugin, phase: str) -> Optional[ErrorRecord]:
 
 
 def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
-               should_stop: ShouldStop = never) -> ScriptResult:
+               should_stop: Optional[ShouldStop] = None) -> ScriptResult:
     """Check, then run one plugin's script of ``phase`` with its retries;
     stopped at once (result ``interrupted``) when ``should_stop()``."""
     argv = script_argv(plugin, phase)
@@ -191,7 +191,7 @@ def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
     error: Optional[ErrorRecord] = None
     interrupted = False
     while True:
-        if should_stop():
+        if should_stop is not None and should_stop():
             interrupted, error = True, None
             break
         attempts += 1
@@ -218,7 +218,7 @@ def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
 
 
 def run_phase(plugins: Sequence[Plugin], phase: str, grace: float = GRACE,
-              should_stop: ShouldStop = never) -> List[ScriptResult]:
+              should_stop: Optional[ShouldStop] = None) -> List[ScriptResult]:
     """Run the ``phase`` script of every plugin that has one, in parallel;
     results in plugin order. Held pre-scripts are skipped (vmsnapshot.held).
 

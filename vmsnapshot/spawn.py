@@ -231,7 +231,7 @@ class ProcessHandle:
         return not self.exited()
 
     def wait_exit(self, timeout: Optional[float],
-                  should_stop: ShouldStop = never) -> bool:
+                  should_stop: Optional[ShouldStop] = None) -> bool:
         """Wait for the leader to exit (not reaping it); False on timeout or
         as soon as ``should_stop()`` is true (polled every STOP_POLL s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -239,7 +239,7 @@ class ProcessHandle:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
-            if should_stop is not never:
+            if should_stop is not None:
                 if should_stop():
                     return False
                 left = STOP_POLL if left is None else min(left, STOP_POLL)
@@ -253,13 +253,14 @@ class ProcessHandle:
         return True
 
     def wait_line(self, timeout: float,
-                  should_stop: ShouldStop = never) -> bool:
+                  should_stop: Optional[ShouldStop] = None) -> bool:
         """Wait until the watched line (READY) arrived; False on timeout,
         when the output ended without it, or once ``should_stop()``."""
         deadline = time.monotonic() + timeout
+        stop = should_stop or never
         while not self.drain.line_seen.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or should_stop():
+            if left <= 0 or stop():
                 return False
             if self.exited() or not self.drain.is_alive():
                 self.drain.join(DRAIN_DELAY)   # the line may be in flight
@@ -296,7 +297,8 @@ class ProcessHandle:
 
     # -- ending --------------------------------------------------------
     def wait(self, timeout: Optional[float],
-             should_stop: ShouldStop = never) -> Optional[ProcessResult]:
+             should_stop: Optional[ShouldStop] = None
+             ) -> Optional[ProcessResult]:
         """The result if the leader exits within ``timeout`` (and before
         ``should_stop()``), else None (the child keeps running)."""
         if self.result is not None:
@@ -418,7 +420,7 @@ def start_process(argv: Sequence[str], *,
 def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
                 output_limit: int = OUTPUT_LIMIT,
-                should_stop: ShouldStop = never,
+                should_stop: Optional[ShouldStop] = None,
                 cgroup: bool = False) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
     ``grace``, SIGKILL), or until ``should_stop()`` (the same escalation;
@@ -433,7 +435,7 @@ def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[st
         handle.stop(grace=0.0)
         raise
     if result is None:
-        if should_stop():
+        if should_stop is not None and should_stop():
             result = handle.stop(grace, timed_out=False, interrupted=True)
         else:
             result = handle.stop(grace)
