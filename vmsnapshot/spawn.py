@@ -365,7 +365,8 @@ def start_process(argv: Sequence[str], *,
     """Start ``argv`` in a new session; OSError if it cannot be executed.
 
     ``argv[0]`` is executed as given (scripts: the trust-checked path; no fd
-    on it is passed down, see vmsnapshot.trust). ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
+    on it is passed down, see vmsnapshot.trust). ``env`` None inherits
+    ours. ``stdin`` DEVNULL or PIPE
     (then ``handle.close_stdin()`` sends EOF; our end is CLOEXEC so no other
     child holds it). ``watch_line``: keep stderr apart and let
     ``handle.wait_line`` report that line on stdout. ``cgroup``: run it in
@@ -417,7 +418,8 @@ def start_process(argv: Sequence[str], *,
                          cg)
 
 
-def run_process(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]] = None,
+def run_process(argv: Sequence[str], *, timeout: float,
+                env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
                 output_limit: int = OUTPUT_LIMIT,
                 should_stop: Optional[ShouldStop] = None,

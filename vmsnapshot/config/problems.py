@@ -120,8 +120,8 @@ def want_seconds(p: Problems, where: Sequence[Crumb],
     if not 0 < seconds <= MAX_SECONDS:
         shown = "a huge number" if seconds == math.inf and \
             isinstance(value, int) else repr(value)
-        p.add(where, "got " + shown, "a positive number of seconds, at most %d (negative and 0 "
-              "are not allowed)" % MAX_SECONDS)
+        p.add(where, "got " + shown, "a positive number of seconds, at "
+              "most %d (negative and 0 are not allowed)" % MAX_SECONDS)
         return None
     return seconds
 
