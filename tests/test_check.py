@@ -222,3 +222,17 @@ def test_missing_freeze_module(tmp_path):
     write_file(path, "[freeze]\nenabled = false\n")
     res = run_vmsnapshot("check", "--config", path, cwd=str(tmp_path / "pkg"))
     assert res.returncode == 0, res.stdout
+
+
+def test_readable_azure_json_is_refused_like_microsoft(capsys, azure_root,
+                                                       scripts):
+    # Microsoft's extension refuses a JSON readable by others (its 317);
+    # check says so by name, with the fix, and run would ignore the file.
+    pre, post = scripts
+    path = write_file(in_root(azure_root, SCRIPT_PLUGIN_PATH), azure_json(
+        preScriptLocation=pre, postScriptLocation=post), mode=0o644)
+    status, out, summary = check(capsys, root=azure_root)
+    assert status == 1
+    assert_reported(out, Catalogue.INCORRECT_JSON_CONFIG_FILE, "mode 0644",
+                    "error 317", "fix: chmod 600 " + path)
+    assert "the configuration would be ignored" in summary
