@@ -64,9 +64,10 @@ def _check_scripts(config: Config, problems: List[ErrorRecord],
             except VmsnapshotError as e:
                 problems.append(e.record())
                 out.append("%s: %s" % (label, e.entry.error_name))
-                # A refused post-script costs only itself (run adds its
-                # error); a refused pre-script is a failed pre phase.
-                pre_ok = pre_ok and phase != "pre"
+                # A refused pre-script is a failed pre phase; so is a
+                # refused post-script of a plugin with a pre-script (run
+                # then starts neither, as Microsoft's extension does).
+                pre_ok = pre_ok and not plugin.pre
             else:
                 out.append("%s: ok" % label)
     return pre_ok

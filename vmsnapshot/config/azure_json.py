@@ -92,7 +92,10 @@ def parse(text: str, p: Problems) -> Optional[Dict[str, Any]]:
 
 def _script(p: Problems, data: Dict[str, Any], phase: str
             ) -> Optional[Tuple[str, ...]]:
-    """argv of one phase: the location, then its non-empty params."""
+    """argv of one phase: the location, then its params exactly as listed
+    (Azure runs ``sh SCRIPT PARAM...``: the template's ["", ""] gives the
+    script two empty arguments, and scripts written for Azure count on
+    it)."""
     params = want_str_list(p, (phase + "ScriptParams",),
                            data.get(phase + "ScriptParams", []),
                            "a list of strings, like [\"--fast\", \"db1\"]")
@@ -106,8 +109,7 @@ def _script(p: Problems, data: Dict[str, Any], phase: str
     path = want_abspath(p, (key,), data[key], "the %s-script" % phase)
     if path is None:
         return None
-    # The template ships ["", ""]: empty strings mean "no parameter".
-    return (path,) + tuple(arg for arg in (params or []) if arg != "")
+    return (path,) + tuple(params or [])
 
 
 def read(p: Problems) -> Optional[ScriptPluginFile]:

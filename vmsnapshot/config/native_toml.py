@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import (
     DEFAULT_FREEZE_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT, Config, FreezeSettings,
-    Plugin)
+    Plugin, freeze_timeout_problem)
 from vmsnapshot.config.problems import (
     Crumb, Problems, describe, pick, read_config_file, reject_unknown,
     want_abspath, want_bool, want_count, want_seconds, want_str,
@@ -71,6 +71,19 @@ def _argv(p: Problems, where: Sequence[Crumb], value: Any
     return tuple(argv)
 
 
+def _freeze_timeout(p: Problems, where: Sequence[Crumb], value: Any
+                    ) -> Optional[float]:
+    """[freeze] timeout: the same bounds as --freeze-timeout."""
+    seconds = want_seconds(p, where, value)
+    if seconds is None:
+        return None
+    problem = freeze_timeout_problem(seconds)
+    if problem is not None:
+        p.add(where, "got %r" % value, "a watchdog deadline that " + problem)
+        return None
+    return seconds
+
+
 def _plugin(p: Problems, index: int, table: Any, names: Dict[str, int]
             ) -> Optional[Plugin]:
     where: List[Crumb] = ["plugin", index]
@@ -126,7 +139,7 @@ def parse(text: str, p: Problems) -> Optional[Config]:
     w = ["freeze"]
     freeze = FreezeSettings(
         enabled=pick(p, freeze_t, w, "enabled", want_bool, True),
-        timeout=pick(p, freeze_t, w, "timeout", want_seconds,
+        timeout=pick(p, freeze_t, w, "timeout", _freeze_timeout,
                      DEFAULT_FREEZE_TIMEOUT),
         include=pick(p, freeze_t, w, "include", _globs, ()),
         exclude=pick(p, freeze_t, w, "exclude", _globs, ()),
