@@ -203,6 +203,20 @@ def test_defaults_never_disagree(tmp_path):
             config.continue_on_failure) == (False, 30, True)
 
 
+def test_azure_template_flags_state_nothing(tmp_path):
+    """Azure's template lists fsFreezeEnabled and continueBackupOnFailure
+    as true in every file; a drop-in's false wins without a conflict."""
+    root = str(tmp_path)
+    drop_in(root, "app.toml", "[freeze]\nenabled = false\n"
+            "[policy]\ncontinue_on_failure = false\n")
+    azure(root, preScriptLocation="/usr/bin/j", fsFreezeEnabled=True,
+          continueBackupOnFailure=True)
+    config, records = validate_config(root=root)
+    assert records == []
+    assert (config.freeze.enabled, config.continue_on_failure) == (
+        False, False)
+
+
 def test_agreeing_sources_and_exclusions_add_up(tmp_path):
     root = str(tmp_path)
     native(root, '[freeze]\ntimeout = 30\nexclude = ["/mnt/resource"]\n')

@@ -51,7 +51,7 @@ def test_check_names_each_source_setting_and_plugin(etc, plugin_dir):
         os.path.join(CONF_D, "10-app.toml.dpkg-old"): "junk",
         SCRIPT_PLUGIN_PATH: azure_json(pluginName="azure",
                                        preScriptLocation=ok,
-                                       fsFreezeEnabled=True),
+                                       fsFreezeEnabled=False),
     })
     res = etc.vmsnapshot("check")
     lines = res.stdout.splitlines()
@@ -65,7 +65,7 @@ def test_check_names_each_source_setting_and_plugin(etc, plugin_dir):
         % NATIVE_PATH,
     ]
     for line in (
-            "setting [freeze] enabled = true: from %s -> fsFreezeEnabled"
+            "setting [freeze] enabled = false: from %s -> fsFreezeEnabled"
             % SCRIPT_PLUGIN_PATH,
             "plugin main: from %s -> plugin -> [0]" % NATIVE_PATH,
             "plugin app: from %s -> plugin -> [0]" % DROP_IN,

@@ -154,8 +154,12 @@ def read(p: Problems) -> Optional[ScriptPluginFile]:
         plugin=plugin,
         fs_freeze_enabled=flags["freeze.enabled"],
         continue_on_failure=flags["policy.continue_on_failure"],
-        settings=tuple(Setting(key, flags[key], "%s -> %s" % (p.path, azure))
-                       for key, azure in _FLAGS.items() if azure in data))
+        # The template lists both flags as true, so every file states
+        # "true" whether or not anyone meant it, and against "false wins" a
+        # true decides nothing: only a false is a stated setting.
+        settings=tuple(Setting(key, False, "%s -> %s" % (p.path, azure))
+                       for key, azure in _FLAGS.items()
+                       if azure in data and flags[key] is False))
 
 
 
