@@ -184,7 +184,8 @@ def test_disagreement_message(tmp_path):
 def test_azure_flags_against_native(tmp_path):
     root = str(tmp_path)
     native(root, "[freeze]\nenabled = true\n")
-    json_path = azure(root, fsFreezeEnabled=False, continueBackupOnFailure=True)
+    json_path = azure(root, fsFreezeEnabled=False,
+                      continueBackupOnFailure=True)
     config, records = validate_config(root=root)
     (message,) = conflicts(records)
     assert "false in %s -> fsFreezeEnabled" % json_path in message

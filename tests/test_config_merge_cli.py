@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.helpers.configfiles import azure_json, write_file, write_script
+from tests.helpers.configfiles import azure_json, write_script
 from tests.helpers.etcoverlay import EtcOverlay
 from tests.helpers.loopfs import is_frozen
 from tests.helpers.scripts import make_dir

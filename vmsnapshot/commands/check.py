@@ -14,7 +14,6 @@ from typing import List, Optional, Tuple
 
 from vmsnapshot import freezer, mountinfo, mounts, policy, trust
 from vmsnapshot.config import merge
-from vmsnapshot.config.merge import merged_value
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
 from vmsnapshot.config.search import (
@@ -45,23 +44,15 @@ def _describe_files(found: Sources, root: str) -> List[str]:
 
 
 def _provenance(config: Config) -> List[str]:
-    """Where each setting and plugin came from (file and key)."""
+    """Where each setting and plugin came from (file -> key)."""
     lines = []
-    keys: List[str] = []
-    for s in config.settings:
-        if s.key not in keys:
-            keys.append(s.key)
-    for key in keys:
+    for key in dict.fromkeys(s.key for s in config.settings):
         given = [s for s in config.settings if s.key == key]
-        value = merge.show_value(merged_value(config, key))
-        if len(given) == 1:
-            lines.append("setting %s = %s: from %s" % (
-                merge.show_key(key), value, given[0].origin))
-        else:
-            lines.append("setting %s = %s: from %s" % (
-                merge.show_key(key), value, "; ".join(
-                    "%s (%s)" % (s.origin, merge.show_value(s.value))
-                    for s in given)))
+        origins = given[0].origin if len(given) == 1 else "; ".join(
+            "%s (%s)" % (s.origin, merge.show_value(s.value)) for s in given)
+        lines.append("setting %s = %s: from %s" % (
+            merge.show_key(key),
+            merge.show_value(merge.merged_value(config, key)), origins))
     lines += ["plugin %s: from %s" % (p.name, p.origin or p.source)
               for p in config.plugins]
     return lines
