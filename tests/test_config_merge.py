@@ -304,3 +304,39 @@ def test_wrapper_directory_from_the_environment(tmp_path, monkeypatch):
     assert load_config(root=root).plugins == ()
     monkeypatch.delenv("VMSNAPSHOT_ADAPTERS")
     assert names(load_config(root=root)) == ["ScriptRunner"]
+
+
+def test_json_named_by_the_plugin_host_file_against_native(tmp_path):
+    # Among the plugin host file's JSON files a false wins, as Azure ANDs
+    # them; against the native file's true it is a disagreement.
+    root = str(tmp_path)
+    a = write_file(in_root(root, "/etc/azure/a.json"), azure_json(
+        pluginName="a", preScriptLocation="/usr/bin/a"))
+    b = write_file(in_root(root, "/etc/azure/b.json"), azure_json(
+        pluginName="b", preScriptLocation="/usr/bin/b",
+        continueBackupOnFailure=False))
+    host = write_file(in_root(root, PLUGINHOST_PATH), (
+        "[pre_post]\nnumberOfPlugins: 2\npluginName0: a\npluginConfigPath0:"
+        " /etc/azure/a.json\npluginName1: b\n"
+        "pluginConfigPath1: /etc/azure/b.json\n"))
+    native(root, "[policy]\ncontinue_on_failure = true\n")
+    config, records = validate_config(root=root)
+    (message,) = conflicts(records)
+    assert "false in %s -> continueBackupOnFailure" % b in message
+    assert config.continue_on_failure is False
+    assert names(config) == ["a", "b"]
+    assert config.sources == (in_root(root, NATIVE_PATH), host, a, b)
+
+
+def test_check_with_a_conflict_predicts_the_merged_run(tmp_path, capsys):
+    from vmsnapshot.commands.check import check_command
+    root = str(tmp_path)
+    native(root, "[freeze]\nenabled = true\n")
+    drop_in(root, "app.toml", "[freeze]\nenabled = false\n")
+    assert check_command(None, root) == 1
+    out = capsys.readouterr().out
+    assert "freeze: disabled by configuration" in out
+    assert "mount plan: freezing disabled by configuration" in out
+    assert out.splitlines()[-1] == (
+        "summary: 1 problem: a run would be crash-consistent at best (no "
+        "pre-script would quiesce anything and the freeze is disabled)")
