@@ -180,15 +180,18 @@ def test_broken_plugin_host_file(capsys, azure_root):
     assert "no script would run" in summary
 
 
-def test_files_not_used_are_named(capsys, azure_root):
+def test_every_source_is_named(capsys, azure_root):
     native = write_file(in_root(azure_root, "/etc/vmsnapshot/vmsnapshot.toml"),
                         "[policy]\n")
     status, out, summary = check(capsys, root=azure_root)
     assert status == 0
-    assert out.splitlines()[0] == "configuration: %s (native TOML)" % native
-    for other in (PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH):
-        assert "  not used: %s (an earlier file in the search order wins)" \
-            % in_root(azure_root, other) in out
+    assert out.splitlines()[:4] == [
+        "configuration: %s (native TOML)" % native,
+        "configuration: %s (Azure plugin host INI)" % in_root(
+            azure_root, PLUGINHOST_PATH),
+        "  also read: %s" % in_root(azure_root, SCRIPT_PLUGIN_PATH),
+        "  not used: %s (read through the plugin host file, which lists "
+        "it)" % in_root(azure_root, SCRIPT_PLUGIN_PATH)]
 
 
 def test_cli_check(tmp_path, scripts):

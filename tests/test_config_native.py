@@ -77,7 +77,7 @@ def test_template_and_its_example_plugin(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("[freeze\n", "not valid TOML: "),
     ("colour = 1\n", "-> colour: unknown key; expected one of freeze, "
-     "policy, plugin"),
+     "policy, plugin, minimum_version"),
     ("[freeze]\ntimout = 5\n", "-> freeze -> timout: unknown key (did you "
      "mean 'timeout'?)"),
     ("[policy]\ncontinue_on_faliure = true\n", "-> policy -> "
