@@ -36,6 +36,8 @@ struct vms_mount {
 	int thaw_errno;		/* out: errno of FITHAW, 0 on success */
 	int thawed_by_watchdog;	/* out: 1 if the watchdog (or the late-freeze
 				   rule) thawed it rather than vms_thaw() */
+	int thawed_early;	/* out: 1 if it was found thawed by someone
+				   else before our own thaw (see vms_freeze) */
 	int64_t freeze_ns;	/* out: time spent in FIFREEZE */
 	int64_t thaw_ns;	/* out: time spent in FITHAW */
 };
@@ -67,9 +69,43 @@ struct vms_run;
  * vms_guardian_spawn): the run sends a record before each FIFREEZE, after
  * each outcome and after each thaw, and thaws everything at once if the
  * guardian goes away.  -1 for none.
+ *
+ * Each mount this run froze gets a probe thread: an unlinkat() of a name
+ * longer than any filesystem allows, which sleeps in sb_start_write()
+ * while the superblock is frozen and fails (ENAMETOOLONG) as soon as it is
+ * thawed, without touching anything.  A probe that returns while the mount
+ * is still ours to thaw means somebody else thawed it (fsfreeze -u, maybe
+ * followed by a refreeze): thawed_early is set, as it is when our FITHAW
+ * finds the mount not frozen (EINVAL).  Probes never delay the freeze (they
+ * start after the mount's FIFREEZE) and end with the thaw.
+ *
+ * vms_freeze() is vms_prepare() followed by vms_start().
  */
 int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 	       int max_threads, int notify_fd, struct vms_run **out);
+
+/*
+ * The two halves of vms_freeze(), so that another thread can hold the run
+ * (and call vms_abort) while vms_start() blocks.  vms_prepare() freezes
+ * nothing and starts no thread; vms_start() is called at most once and
+ * returns 0, or -1 with errno (EALREADY, EAGAIN: no watchdog thread, in
+ * which case nothing was frozen).  The deadline counts from vms_start().
+ * A prepared run that is never started is released with vms_free().
+ */
+int vms_prepare(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
+		int max_threads, int notify_fd, struct vms_run **out);
+int vms_start(struct vms_run *run);
+
+/*
+ * Stop the freeze now, from any thread (a signal arrived): no further
+ * FIFREEZE starts, everything this run froze is thawed (by the watchdog,
+ * in reverse waves) and vms_start() returns; a worker stuck in FIFREEZE
+ * thaws its mount when it returns.  Unlike the deadline, it does not count
+ * as the watchdog firing (vms_watchdog_fired stays 0).  Never blocks.
+ * Returns 1 if it stopped a freeze in progress, 0 if it came too late
+ * (vms_thaw ran or the watchdog fired already).
+ */
+int vms_abort(struct vms_run *run);
 
 /*
  * Thaw every mount this run froze, waves in reverse order, each wave in
@@ -116,6 +152,21 @@ int vms_run_idle(struct vms_run *run);
  * FITHAW.  Returns 0 or the errno (EINVAL: it was not frozen).
  */
 int vms_thaw_fd(int fd);
+
+/*
+ * What tells a mounted filesystem apart from a later one on the same
+ * device number, for `thaw --recover`: the mount's 64-bit id that is never
+ * reused (statx STATX_MNT_ID_UNIQUE, Linux 6.8+) and the filesystem's UUID
+ * (FS_IOC_GETFSUUID, Linux 6.5+).  A field the kernel or filesystem does
+ * not provide is 0 (uuid_len 0).  Never blocks on a frozen filesystem.
+ * Returns 0, or -1 with errno (EINVAL, EBADF).
+ */
+struct vms_identity {
+	uint64_t mnt_id_unique;
+	uint8_t uuid_len;
+	uint8_t uuid[16];
+};
+int vms_identity(int fd, struct vms_identity *out);
 
 /*
  * syncfs() every fd in parallel on at most max_threads threads (<= 0: the

@@ -146,7 +146,7 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
                 all_frozen = False
         with logs_held_in_memory():
             if session is not None:
-                session.freeze()
+                session.freeze(lambda: trap.received is not None)
             report.snapshot = run_snapshot(opts.snapshot, session, trap)
             hooks_held = all(h.alive() for h in held)
             if session is not None:
@@ -157,12 +157,15 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
         close_targets(targets)
 
     if session is not None:
-        mount_reports, report.freeze, freeze_errors, frozen = session.report()
-        report.mounts = mount_reports + report.mounts
-        report.errors += freeze_errors
-        all_frozen = all_frozen and frozen
-        held_through = report.snapshot.finished_while_frozen or (
-            not opts.snapshot and not report.freeze.auto_thawed)
+        result = session.report()
+        report.freeze = result.freeze
+        report.mounts = result.mounts + report.mounts
+        report.errors += result.errors
+        all_frozen = all_frozen and result.all_frozen
+        held_through_early = not result.thawed_early
+        held_through = held_through_early and (
+            report.snapshot.finished_while_frozen or (
+                not opts.snapshot and not report.freeze.auto_thawed))
         if report.freeze.auto_thawed:
             report.errors.append(ErrorRecord(
                 Catalogue.FS_FREEZE_TIMEOUT,

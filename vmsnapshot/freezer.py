@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from vmsnapshot.errors import Catalogue, FreezeError
 
@@ -23,10 +24,14 @@ GUARD_ENV = "VMSNAPSHOT_FREEZE_GUARD"
 STATES = ("pending", "freezing", "frozen", "thawing", "thawed", "failed",
           "skipped")
 
+# How often freeze(should_stop) asks whether to stop.
+STOP_POLL_S = 0.02
+
 _REQUIRED = ("vms_freeze", "vms_thaw", "vms_get", "vms_free",
              "vms_watchdog_fired", "vms_watchdog_fired_after_ns",
              "vms_guardian_lost", "vms_run_idle", "vms_thaw_fd",
-             "vms_presync")
+             "vms_presync", "vms_prepare", "vms_start", "vms_abort",
+             "vms_identity")
 
 _module: Any = None
 
@@ -63,6 +68,9 @@ class MountOutcome:
     thawed_by_watchdog: bool
     freeze_ms: float
     thaw_ms: float
+    # Somebody else thawed it before our thaw (a probe saw it, or our
+    # FITHAW found it not frozen).
+    thawed_early: bool = False
 
     @property
     def error(self) -> Optional[OSError]:
@@ -156,21 +164,57 @@ class FreezeRun:
         self._thawed = False
         self._closed = False
         self._final: Optional[RunStatus] = None
+        self.stopped_early = False
 
-    def freeze(self) -> None:
+    def freeze(self, should_stop: Optional[Callable[[], bool]] = None
+               ) -> bool:
         """Freeze every wave in turn; returns when all were attempted or
         the watchdog fired. Per-mount failures are in outcomes(); only a
-        run that could not start at all raises FsFreezeFailed."""
+        run that could not start at all raises FsFreezeFailed.
+
+        With should_stop, the C call runs in a helper thread while this
+        thread (the one Python runs signal handlers in) asks should_stop()
+        every STOP_POLL_S; once it says yes, the freeze is aborted: no
+        further FIFREEZE, everything frozen is thawed. Returns True if it
+        was stopped that way (also in self.stopped_early)."""
         if self._run is not None or self._closed:
             raise RuntimeError("FreezeRun.freeze() called twice")
-        rc = self._lib.vms_freeze(self._mounts, self._n, self._timeout_ms,
-                                  self._max_threads, self._notify_fd,
-                                  self._runp)
-        if rc != 0:
-            err = self._ffi.errno
-            raise FreezeError("cannot start the freeze: %s"
-                              % os.strerror(err), Catalogue.FS_FREEZE_FAILED)
+        if self._lib.vms_prepare(self._mounts, self._n, self._timeout_ms,
+                                 self._max_threads, self._notify_fd,
+                                 self._runp) != 0:
+            self._fail(self._ffi.errno)
         self._run = self._runp[0]
+        if should_stop is None:
+            if self._lib.vms_start(self._run) != 0:
+                self._fail(self._ffi.errno)
+            return False
+        result: List[int] = []
+
+        def start() -> None:
+            rc = self._lib.vms_start(self._run)
+            result.append(self._ffi.errno if rc != 0 else 0)
+
+        worker = threading.Thread(target=start, name="vms-freeze",
+                                  daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                if not self.stopped_early and should_stop():
+                    self.stopped_early = bool(self._lib.vms_abort(self._run))
+                worker.join(STOP_POLL_S)
+        except BaseException:
+            # Whatever happens here, nothing may stay frozen behind us.
+            self._lib.vms_abort(self._run)
+            worker.join()
+            raise
+        if result and result[0]:
+            self._fail(result[0])
+        return self.stopped_early
+
+    @staticmethod
+    def _fail(err: int) -> None:
+        raise FreezeError("cannot start the freeze: %s" % os.strerror(err),
+                          Catalogue.FS_FREEZE_FAILED)
 
     def thaw(self) -> None:
         """Thaw what this run froze (reverse waves); stops the watchdog.
@@ -213,7 +257,7 @@ class FreezeRun:
             outcomes.append(MountOutcome(
                 path, STATES[m.state], m.freeze_errno, m.thaw_errno,
                 bool(m.thawed_by_watchdog), m.freeze_ns / 1e6,
-                m.thaw_ns / 1e6))
+                m.thaw_ns / 1e6, bool(m.thawed_early)))
         after = lib.vms_watchdog_fired_after_ns(run)
         return RunStatus(bool(lib.vms_watchdog_fired(run)),
                          None if after < 0 else after / 1e9,
