@@ -343,9 +343,9 @@ static void freeze_one(struct vms_run *run, size_t i)
 	 * first, under s_umount) -- the time of a pipe write, a poll wake-up
 	 * and one guardian record, tens of microseconds.  Without a probe
 	 * (fork failed) the guardian assumes "not frozen before", as it
-	 * always did.
+	 * always did.  The probe child was forked by vms_prepare().
 	 */
-	before = probe_start(&run->probe[i], m->fd, PREPROBE_MS) != 0;
+	before = probe_unfrozen(&run->probe[i], PREPROBE_MS) != 0;
 	/* The guardian must know before the ioctl, or it could miss it. */
 	if (note(run, NOTE_INTENT, i, before) < 0)
 		err = errno;
@@ -712,6 +712,7 @@ int vms_prepare(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 		int max_threads, int notify_fd, struct vms_run **out)
 {
 	struct vms_run *run;
+	size_t i;
 	int err;
 
 	if (!out || (n && !mounts) || timeout_ms <= 0 || n > UINT32_MAX) {
@@ -738,6 +739,11 @@ int vms_prepare(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 	if (timeout_ms > (INT64_MAX / 4) / 1000000)
 		timeout_ms = (INT64_MAX / 4) / 1000000;
 	run->timeout_ms = timeout_ms;
+	/* The probes, before the deadline starts.  Without one, a foreign
+	 * thaw is still seen by FITHAW's EINVAL. */
+	for (i = 0; i < n; i++)
+		if (run->m[i].state == VMS_PENDING)
+			(void)probe_spawn(&run->probe[i], run->m[i].fd);
 	*out = run;
 	return 0;
 }
@@ -851,8 +857,7 @@ int vms_abort(struct vms_run *run)
 
 int vms_thaw(struct vms_run *run)
 {
-	int join, err = 0, on, early;
-	int64_t limit;
+	int join, err = 0;
 	size_t i;
 
 	if (!run)
@@ -874,6 +879,21 @@ int vms_thaw(struct vms_run *run)
 
 	thaw_all(run, 0);
 
+	pthread_mutex_lock(&run->lock);
+	for (i = 0; i < run->n && !err; i++)
+		err = run->m[i].thaw_errno;
+	pthread_mutex_unlock(&run->lock);
+	return err;
+}
+
+int vms_collect(struct vms_run *run)
+{
+	int64_t limit;
+	int on, early, found = 0;
+	size_t i;
+
+	if (!run)
+		return 0;
 	/* A probe passes as soon as its mount is thawed: one that passed
 	 * before our thaw claimed the mount saw somebody else's thaw.  The
 	 * wait is bounded in case a FITHAW failed. */
@@ -890,13 +910,10 @@ int vms_thaw(struct vms_run *run)
 		probe_release(&run->probe[i]);
 		pthread_mutex_lock(&run->lock);
 		run->m[i].thawed_early |= early;
+		found += run->m[i].thawed_early;
 		pthread_mutex_unlock(&run->lock);
 	}
-	pthread_mutex_lock(&run->lock);
-	for (i = 0; i < run->n && !err; i++)
-		err = run->m[i].thaw_errno;
-	pthread_mutex_unlock(&run->lock);
-	return err;
+	return found;
 }
 
 /* Read one flag of the run under its lock. */

@@ -70,14 +70,19 @@ struct vms_run;
  * each outcome and after each thaw, and thaws everything at once if the
  * guardian goes away.  -1 for none.
  *
- * Each mount this run froze gets a probe thread: an unlinkat() of a name
- * longer than any filesystem allows, which sleeps in sb_start_write()
- * while the superblock is frozen and fails (ENAMETOOLONG) as soon as it is
- * thawed, without touching anything.  A probe that returns while the mount
- * is still ours to thaw means somebody else thawed it (fsfreeze -u, maybe
- * followed by a refreeze): thawed_early is set, as it is when our FITHAW
- * finds the mount not frozen (EINVAL).  Probes never delay the freeze (they
- * start after the mount's FIFREEZE) and end with the thaw.
+ * Each mount gets a probe: a child process (forked by vms_prepare, so
+ * that the freeze does not pay for the fork) that calls unlinkat() with a
+ * name longer than any filesystem allows.  That sleeps in
+ * sb_start_write() while the superblock is frozen and then fails
+ * (ENAMETOOLONG) without touching anything.  Just before our FIFREEZE it
+ * tells whether the mount was frozen already (the guardian is told, see
+ * vms_guardian_spawn); after our freeze it tells when the mount was
+ * thawed: before our own thaw means somebody else thawed it (fsfreeze -u,
+ * maybe followed by a refreeze), and vms_collect() then sets
+ * thawed_early, as does a FITHAW of ours that finds the mount not frozen
+ * (EINVAL).  A child, not a thread: a thread asleep on a frozen mount
+ * would keep this process (and the guardian's socket) alive even after
+ * SIGKILL.
  *
  * vms_freeze() is vms_prepare() followed by vms_start().
  */
@@ -116,6 +121,16 @@ int vms_abort(struct vms_run *run);
  * of the run (in mount order).
  */
 int vms_thaw(struct vms_run *run);
+
+/*
+ * After vms_thaw(): read the probes (see vms_freeze), which pass as soon
+ * as their mount is thawed; one that passed before our thaw claimed the
+ * mount saw somebody else's thaw, and sets thawed_early.  Waits at most
+ * a second in all (a probe whose FITHAW failed never passes).  Kept apart
+ * from vms_thaw so that the thaw's own timing does not include it.
+ * Returns the number of mounts found thawed early.  Idempotent.
+ */
+int vms_collect(struct vms_run *run);
 
 /* 1 once the watchdog's deadline has passed and it thawed. */
 int vms_watchdog_fired(struct vms_run *run);
@@ -184,7 +199,10 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
  * tracks the run's records: on EOF (the supervisor died: SIGKILL, OOM,
  * segfault), on a broken record, or grace_ms after the run's own deadline
  * (the supervisor is alive but stuck), it thaws every mount whose FIFREEZE
- * was announced and not released nor failed, highest wave first, and
+ * was announced and not released nor failed, highest wave first -- one
+ * whose FIFREEZE was never confirmed only if the run's probe found it
+ * not frozen just before (else the FIFREEZE may have failed with EBUSY
+ * on somebody else's freeze, its result lost with the supervisor) -- and
  * exits; after a thaw on EOF where every FITHAW succeeded it also unlinks
  * state_path (the run's state file; NULL for none), so the next run does
  * not ask for a recovery that already happened.  On vms_guardian_end() it

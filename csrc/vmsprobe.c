@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -80,12 +81,16 @@ static void pass(int fd, int res, int kind, const char *name)
 	}
 }
 
-/* The child: only async-signal-safe calls (forked from a threaded
- * process).  Its signals stay blocked as in the forking worker. */
+/*
+ * The child: only async-signal-safe calls (forked from a threaded
+ * process).  It waits for 'p' (pass now, and say so), then for 'g' (our
+ * freeze is in place: pass when it is thawed); EOF ends it.
+ */
 static void probe_child(int fd, int ctl, int res, const char *name)
 {
 	int keep[3] = { fd, ctl, res }, t, i, j;
 	char c;
+	sigset_t all;
 
 	for (i = 0; i < 3; i++)
 		for (j = i + 1; j < 3; j++)
@@ -94,9 +99,13 @@ static void probe_child(int fd, int ctl, int res, const char *name)
 				keep[i] = keep[j];
 				keep[j] = t;
 			}
+	/* No handler of the parent's may run here; SIGPIPE -> EPIPE. */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
 	close_all_but(keep);
-	pass(fd, res, REC_BEFORE, name);
-	if (read(ctl, &c, 1) == 1)
+	if (read(ctl, &c, 1) == 1 && c == 'p')
+		pass(fd, res, REC_BEFORE, name);
+	if (read(ctl, &c, 1) == 1 && c == 'g')
 		pass(fd, res, REC_AFTER, name);
 	_exit(0);
 }
@@ -137,10 +146,9 @@ static int passed(const struct probe_rec *rec)
 	return rec->err == ENAMETOOLONG || rec->err == ENOENT;
 }
 
-int probe_start(struct vms_probe *p, int fd, int wait_ms)
+int probe_spawn(struct vms_probe *p, int fd)
 {
 	char name[PROBE_NAME_LEN + 1];
-	struct probe_rec rec;
 	int ctl[2], res[2], err;
 	pid_t pid;
 
@@ -170,6 +178,27 @@ int probe_start(struct vms_probe *p, int fd, int wait_ms)
 	p->pid = pid;
 	p->ctl = ctl[1];
 	p->res = res[0];
+	return 0;
+}
+
+static int command(struct vms_probe *p, const char *c)
+{
+	ssize_t r;
+
+	if (p->ctl < 0)
+		return -1;
+	do
+		r = write(p->ctl, c, 1);
+	while (r < 0 && errno == EINTR);
+	return r == 1 ? 0 : -1;
+}
+
+int probe_unfrozen(struct vms_probe *p, int wait_ms)
+{
+	struct probe_rec rec;
+
+	if (command(p, "p") < 0)
+		return -1;
 	return read_rec(p->res, REC_BEFORE,
 			probe_now_ns() + (int64_t)wait_ms * 1000000, &rec) &&
 	       passed(&rec);
@@ -177,9 +206,8 @@ int probe_start(struct vms_probe *p, int fd, int wait_ms)
 
 void probe_go(struct vms_probe *p)
 {
-	if (p->ctl >= 0 && write(p->ctl, "g", 1) < 0) {
-		/* the child is gone: no thaw will be seen */
-	}
+	/* Fails only if the child is gone: no thaw will be seen then. */
+	(void)command(p, "g");
 }
 
 int probe_thawed_before(struct vms_probe *p, int64_t claim_ns,
@@ -200,8 +228,10 @@ void probe_release(struct vms_probe *p)
 	if (p->res >= 0)
 		close(p->res);
 	p->ctl = p->res = -1;
-	/* One that sent its last record is exiting: reap it.  One still
-	 * waiting on a frozen mount is left (init reaps it after us). */
+	/* One that sent its last record is exiting: reaped (it takes a
+	 * fraction of a millisecond; vms_collect runs after the thaw).  Any
+	 * other may wait on a foreign freeze for ever: reaped only if gone
+	 * already, else left as a zombie that init reaps after we exit. */
 	if (p->pid > 0)
 		while (waitpid(p->pid, NULL, p->done ? 0 : WNOHANG) < 0 &&
 		       errno == EINTR)

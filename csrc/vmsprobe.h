@@ -21,7 +21,7 @@ struct vms_probe {
 	pid_t pid;	/* 0: none */
 	int ctl;	/* our end: one byte = "watch for a thaw", EOF = exit */
 	int res;	/* our end: the child's records */
-	int done;	/* its last record was read: it is exiting */
+	int done;	/* its last record was read */
 };
 
 /* CLOCK_MONOTONIC now, in ns: comparable across processes. */
@@ -30,14 +30,20 @@ int64_t probe_now_ns(void);
 void probe_init(struct vms_probe *p);
 
 /*
- * Fork the probe of fd and wait up to wait_ms for its first pass (an
- * unlinkat that sleeps while the mount is frozen).  Returns 1 if it
- * passed (the mount was not frozen), 0 if not within wait_ms (frozen, by
- * somebody else since we have not frozen it yet, or its root directory
- * is locked by a stuck operation), -1 with errno if no probe could be
- * started.  Blocks up to wait_ms.
+ * Fork the probe of fd (before the freeze: forking a big process takes
+ * a fraction of a millisecond that the freeze itself should not pay).
+ * Returns 0, or -1 with errno (no probe: p stays empty).  Never blocks.
  */
-int probe_start(struct vms_probe *p, int fd, int wait_ms);
+int probe_spawn(struct vms_probe *p, int fd);
+
+/*
+ * Just before our FIFREEZE: have the probe pass once and wait up to
+ * wait_ms for it.  Returns 1 if it passed (the mount was not frozen), 0 if
+ * not within wait_ms (frozen, by somebody else since we have not frozen
+ * it yet, or its root directory is locked by a stuck operation), -1 if
+ * there is no probe.  Blocks up to wait_ms.
+ */
+int probe_unfrozen(struct vms_probe *p, int wait_ms);
 
 /* Our FIFREEZE succeeded: the probe now waits for the next thaw. */
 void probe_go(struct vms_probe *p);

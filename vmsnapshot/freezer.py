@@ -12,6 +12,7 @@ import errno
 import importlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -31,7 +32,7 @@ _REQUIRED = ("vms_freeze", "vms_thaw", "vms_get", "vms_free",
              "vms_watchdog_fired", "vms_watchdog_fired_after_ns",
              "vms_guardian_lost", "vms_run_idle", "vms_thaw_fd",
              "vms_presync", "vms_prepare", "vms_start", "vms_abort",
-             "vms_identity")
+             "vms_identity", "vms_collect")
 
 _module: Any = None
 
@@ -165,6 +166,7 @@ class FreezeRun:
         self._closed = False
         self._final: Optional[RunStatus] = None
         self.stopped_early = False
+        self.thawed_at: Optional[float] = None   # time.monotonic()
 
     def freeze(self, should_stop: Optional[Callable[[], bool]] = None
                ) -> bool:
@@ -222,6 +224,10 @@ class FreezeRun:
         if self._run is not None and not self._thawed:
             self._lib.vms_thaw(self._run)
             self._thawed = True
+            self.thawed_at = time.monotonic()
+            # After the thaw (and its timing): did anybody else thaw
+            # first? Bounded wait for the probes.
+            self._lib.vms_collect(self._run)
 
     def watchdog_fired(self) -> bool:
         return self._status().fired

@@ -144,7 +144,7 @@ class FreezeSession:
         try:
             self.run.thaw()
         finally:
-            self._ended = time.monotonic()
+            self._ended = self.run.thawed_at or time.monotonic()
 
     def close(self) -> None:
         """Thaw (if thaw() was not reached), release the run, end the
@@ -156,7 +156,7 @@ class FreezeSession:
             self.run.close()
         finally:
             if self._ended is None:
-                self._ended = time.monotonic()
+                self._ended = self.run.thawed_at or time.monotonic()
             if self.guardian is not None:
                 ended = self.guardian.stop(self.run)
                 if ended.code is None and ended.signal is None:
