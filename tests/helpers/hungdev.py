@@ -71,10 +71,17 @@ class HungDevice:
         self.recover()
         for w in self.writers:
             try:
-                w.wait(30)
+                w.wait(15)
             except subprocess.TimeoutExpired:
-                w.kill()
-                problems.append("writer %d stayed blocked" % w.pid)
+                # B is thawed, so L itself was left frozen: say so, and
+                # thaw it so that everything can be cleaned up.
+                problems.append("%s was left frozen (writer %d blocked)"
+                                % (self.upper, w.pid))
+                run("fsfreeze", "-u", self.upper.mountpoint, check=False)
+                try:
+                    w.wait(15)
+                except subprocess.TimeoutExpired:
+                    w.kill()
         return problems
 
 
