@@ -105,6 +105,7 @@ def test_state_file_records_mount_identity(loopfs_factory):
     try:
         session.freeze()
         [entry] = runstate.read_state()
+        assert os.stat(runstate.state_path()).st_mode & 0o777 == 0o600
     finally:
         session.close()
         close_targets(targets)

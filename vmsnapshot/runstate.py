@@ -87,7 +87,11 @@ def write_state(entries: Sequence[FrozenEntry], pid: int) -> None:
     path = state_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    # 600: it names mount points and identities; nobody else's business.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
         json.dump({"pid": pid, "mounts": [asdict(e) for e in entries]}, f)
     os.replace(tmp, path)
 
