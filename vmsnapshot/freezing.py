@@ -160,11 +160,15 @@ class FreezeSession:
             if self.guardian is not None:
                 ended = self.guardian.stop(self.run)
                 if ended.code is None and ended.signal is None:
-                    log.warning(
-                        "a FIFREEZE is stuck in the kernel: guardian "
-                        "process %d stays to thaw its mount once it "
-                        "returns; this process cannot exit before that",
-                        self.guardian.pid)
+                    if not self.run.idle():
+                        log.warning(
+                            "a FIFREEZE is stuck in the kernel: guardian "
+                            "process %d stays to thaw its mount once it "
+                            "returns; this process cannot exit before "
+                            "that", self.guardian.pid)
+                    else:
+                        log.warning("guardian process %d still running; "
+                                    "it ends by itself", self.guardian.pid)
                 elif ended.thawed or not ended.clean:
                     log.warning("guardian: %s", ended.describe())
                 self.guardian = None
@@ -187,7 +191,9 @@ class FreezeSession:
                     errors.append(ErrorRecord(entry, error))
                     all_frozen = False
             elif o.state == "skipped":
-                error = "not attempted: the watchdog fired first"
+                error = ("not attempted: the run was interrupted"
+                         if self.stopped_early else
+                         "not attempted: the watchdog fired first")
                 all_frozen = False
             elif not frozen:
                 error = "not frozen (%s)" % o.state
