@@ -92,7 +92,8 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 /*
  * The two halves of vms_freeze(), so that another thread can hold the run
  * (and call vms_abort) while vms_start() blocks.  vms_prepare() freezes
- * nothing and starts no thread; vms_start() is called at most once and
+ * nothing and starts no thread, but forks the probes (a fraction of a
+ * millisecond each); vms_start() is called at most once and
  * returns 0, or -1 with errno (EALREADY, EAGAIN: no watchdog thread, in
  * which case nothing was frozen).  The deadline counts from vms_start().
  * A prepared run that is never started is released with vms_free().
