@@ -166,7 +166,8 @@ class FreezeRun:
         self._closed = False
         self._final: Optional[RunStatus] = None
         self.stopped_early = False
-        self.thawed_at: Optional[float] = None   # time.monotonic()
+        self.started_at: Optional[float] = None  # time.monotonic()
+        self.thawed_at: Optional[float] = None
 
     def freeze(self, should_stop: Optional[Callable[[], bool]] = None
                ) -> bool:
@@ -186,6 +187,8 @@ class FreezeRun:
                                  self._runp) != 0:
             self._fail(self._ffi.errno)
         self._run = self._runp[0]
+        # The probes are forked by now: the freeze starts here.
+        self.started_at = time.monotonic()
         if should_stop is None:
             if self._lib.vms_start(self._run) != 0:
                 self._fail(self._ffi.errno)

@@ -118,7 +118,12 @@ class FreezeSession:
                     log.warning("presync of %s: %s", t.path,
                                 os.strerror(err))
         self._started = time.monotonic()
-        self.stopped_early = self.run.freeze(should_stop)
+        try:
+            self.stopped_early = self.run.freeze(should_stop)
+        finally:
+            # The deadline and the window count from the first FIFREEZE,
+            # not from the probes' forks before it.
+            self._started = self.run.started_at or self._started
 
     def watchdog_fired(self) -> bool:
         return self.run.watchdog_fired()
