@@ -314,3 +314,14 @@ def thaw_fd(fd: int) -> int:
     """One FITHAW outside a run (thaw --recover): 0 or the errno
     (EINVAL: it was not frozen)."""
     return int(load().lib.vms_thaw_fd(fd))
+
+
+def identity(fd: int) -> Tuple[int, str]:
+    """(unique mount id, filesystem UUID as hex) of the mount fd is on;
+    0 / "" where the kernel or filesystem does not tell."""
+    mod = load()
+    ident = mod.ffi.new("struct vms_identity *")
+    if mod.lib.vms_identity(fd, ident) != 0:
+        raise OSError(mod.ffi.errno, os.strerror(mod.ffi.errno))
+    return (int(ident.mnt_id_unique),
+            bytes(ident.uuid[0:ident.uuid_len]).hex())

@@ -31,12 +31,7 @@ class FsIdentity:
 
     @classmethod
     def of_fd(cls, fd: int) -> "FsIdentity":
-        mod = freezer.load()
-        ident = mod.ffi.new("struct vms_identity *")
-        unique, uuid = 0, ""
-        if mod.lib.vms_identity(fd, ident) == 0:
-            unique = int(ident.mnt_id_unique)
-            uuid = bytes(ident.uuid[0:ident.uuid_len]).hex()
+        unique, uuid = freezer.identity(fd)
         return cls(os.fstatvfs(fd).f_fsid, os.fstat(fd).st_ino, unique,
                    uuid)
 
