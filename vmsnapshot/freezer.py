@@ -163,11 +163,20 @@ class FreezeRun:
         self._one = self._ffi.new("struct vms_mount *")
         self._run: Any = None
         self._thawed = False
+        self._collected = False
         self._closed = False
+        self._freeze_called = False
         self._final: Optional[RunStatus] = None
         self.stopped_early = False
         self.started_at: Optional[float] = None  # time.monotonic()
         self.thawed_at: Optional[float] = None
+        # Forks the probes (a fraction of a millisecond per mount), so
+        # that freeze() itself does not pay for them.
+        if self._lib.vms_prepare(self._mounts, self._n, self._timeout_ms,
+                                 self._max_threads, self._notify_fd,
+                                 self._runp) != 0:
+            self._fail(self._ffi.errno)
+        self._run = self._runp[0]
 
     def freeze(self, should_stop: Optional[Callable[[], bool]] = None
                ) -> bool:
@@ -180,14 +189,9 @@ class FreezeRun:
         every STOP_POLL_S; once it says yes, the freeze is aborted: no
         further FIFREEZE, everything frozen is thawed. Returns True if it
         was stopped that way (also in self.stopped_early)."""
-        if self._run is not None or self._closed:
+        if self._freeze_called or self._closed:
             raise RuntimeError("FreezeRun.freeze() called twice")
-        if self._lib.vms_prepare(self._mounts, self._n, self._timeout_ms,
-                                 self._max_threads, self._notify_fd,
-                                 self._runp) != 0:
-            self._fail(self._ffi.errno)
-        self._run = self._runp[0]
-        # The probes are forked by now: the freeze starts here.
+        self._freeze_called = True
         self.started_at = time.monotonic()
         if should_stop is None:
             if self._lib.vms_start(self._run) != 0:
@@ -228,9 +232,14 @@ class FreezeRun:
             self._lib.vms_thaw(self._run)
             self._thawed = True
             self.thawed_at = time.monotonic()
-            # After the thaw (and its timing): did anybody else thaw
-            # first? Bounded wait for the probes.
+
+    def collect(self) -> None:
+        """After thaw() (and after timing it): read the probes, which
+        tell whether somebody else thawed a mount first (thawed_early in
+        outcomes()). Waits at most a second. Idempotent."""
+        if self._run is not None and self._thawed and not self._collected:
             self._lib.vms_collect(self._run)
+            self._collected = True
 
     def watchdog_fired(self) -> bool:
         return self._status().fired
@@ -280,6 +289,7 @@ class FreezeRun:
             return
         try:
             self.thaw()
+            self.collect()
         finally:
             self._final = self._status()
             self._closed = True

@@ -150,6 +150,7 @@ class FreezeSession:
             self.run.thaw()
         finally:
             self._ended = self.run.thawed_at or time.monotonic()
+        self.run.collect()
 
     def close(self) -> None:
         """Thaw (if thaw() was not reached), release the run, end the
