@@ -24,6 +24,7 @@ def test_foreign_thaw_during_the_snapshot_is_reported(loopfs_factory,
                       "--json", "--", "fsfreeze", "-u", str(a))
     assert "ThawedByAnotherProcess" in names(report), report["errors"]
     assert report["consistency"] == "crash"
+    assert report["snapshot"]["finished_while_frozen"] is False
     # Our own FITHAW found it thawed (EINVAL): that is not a failed thaw.
     assert "FsFreezeFailed" not in names(report)
     assert not is_frozen(str(a))

@@ -162,8 +162,12 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
         report.mounts = result.mounts + report.mounts
         report.errors += result.errors
         all_frozen = all_frozen and result.all_frozen
-        held_through_early = not result.thawed_early
-        held_through = held_through_early and (
+        if result.thawed_early:
+            # Someone else thawed a mount: the snapshot did not finish
+            # under our freeze, whatever the timing says.
+            report.snapshot = replace(report.snapshot,
+                                      finished_while_frozen=False)
+        held_through = not result.thawed_early and (
             report.snapshot.finished_while_frozen or (
                 not opts.snapshot and not report.freeze.auto_thawed))
         if report.freeze.auto_thawed:

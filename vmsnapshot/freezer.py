@@ -1,10 +1,12 @@
 """The only door to the native freeze core (vmsnapshot._freeze).
 
 Everything a freeze needs is prepared in FreezeRun's constructor: the C
-array of mounts, the result buffers, the bound C functions. freeze() and
-thaw() then only call into C (cffi releases the GIL), so a Python main
-thread blocked on a frozen filesystem never delays the watchdog, and
-nothing in them imports, logs or touches a filesystem.
+array of mounts, the result buffers, the bound C functions, the prepared
+run with its probe processes (vms_prepare). freeze() and thaw() then only
+call into C (cffi releases the GIL), so a Python main thread blocked on a
+frozen filesystem never delays the watchdog, and nothing in them imports,
+logs or touches a filesystem. freeze(should_stop) runs the C call in a
+helper thread so that the main thread can stop it on a signal.
 """
 from __future__ import annotations
 
