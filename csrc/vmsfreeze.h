@@ -36,6 +36,8 @@ struct vms_mount {
 	int thaw_errno;		/* out: errno of FITHAW, 0 on success */
 	int thawed_by_watchdog;	/* out: 1 if the watchdog (or the late-freeze
 				   rule) thawed it rather than vms_thaw() */
+	int thawed_early;	/* out: 1 if it was found thawed by someone
+				   else before our own thaw (see vms_freeze) */
 	int64_t freeze_ns;	/* out: time spent in FIFREEZE */
 	int64_t thaw_ns;	/* out: time spent in FITHAW */
 };
@@ -67,9 +69,49 @@ struct vms_run;
  * vms_guardian_spawn): the run sends a record before each FIFREEZE, after
  * each outcome and after each thaw, and thaws everything at once if the
  * guardian goes away.  -1 for none.
+ *
+ * Each mount gets a probe: a child process (forked by vms_prepare, so
+ * that the freeze does not pay for the fork) that calls unlinkat() with a
+ * name longer than any filesystem allows.  That sleeps in
+ * sb_start_write() while the superblock is frozen and then fails
+ * (ENAMETOOLONG) without touching anything.  Just before our FIFREEZE it
+ * tells whether the mount was frozen already (the guardian is told, see
+ * vms_guardian_spawn); after our freeze it tells when the mount was
+ * thawed: before our own thaw means somebody else thawed it (fsfreeze -u,
+ * maybe followed by a refreeze), and vms_collect() then sets
+ * thawed_early, as does a FITHAW of ours that finds the mount not frozen
+ * (EINVAL).  A child, not a thread: a thread asleep on a frozen mount
+ * would keep this process (and the guardian's socket) alive even after
+ * SIGKILL.
+ *
+ * vms_freeze() is vms_prepare() followed by vms_start().
  */
 int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
 	       int max_threads, int notify_fd, struct vms_run **out);
+
+/*
+ * The two halves of vms_freeze(), so that another thread can hold the run
+ * (and call vms_abort) while vms_start() blocks.  vms_prepare() freezes
+ * nothing and starts no thread, but forks the probes (a fraction of a
+ * millisecond each); vms_start() is called at most once and
+ * returns 0, or -1 with errno (EALREADY, EAGAIN: no watchdog thread, in
+ * which case nothing was frozen).  The deadline counts from vms_start().
+ * A prepared run that is never started is released with vms_free().
+ */
+int vms_prepare(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
+		int max_threads, int notify_fd, struct vms_run **out);
+int vms_start(struct vms_run *run);
+
+/*
+ * Stop the freeze now, from any thread (a signal arrived): no further
+ * FIFREEZE starts, everything this run froze is thawed (by the watchdog,
+ * in reverse waves) and vms_start() returns; a worker stuck in FIFREEZE
+ * thaws its mount when it returns.  Unlike the deadline, it does not count
+ * as the watchdog firing (vms_watchdog_fired stays 0).  Never blocks.
+ * Returns 1 if it stopped a freeze in progress, 0 if it came too late
+ * (vms_thaw ran or the watchdog fired already).
+ */
+int vms_abort(struct vms_run *run);
 
 /*
  * Thaw every mount this run froze, waves in reverse order, each wave in
@@ -80,6 +122,16 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
  * of the run (in mount order).
  */
 int vms_thaw(struct vms_run *run);
+
+/*
+ * After vms_thaw(): read the probes (see vms_freeze), which pass as soon
+ * as their mount is thawed; one that passed before our thaw claimed the
+ * mount saw somebody else's thaw, and sets thawed_early.  Waits at most
+ * a second in all (a probe whose FITHAW failed never passes).  Kept apart
+ * from vms_thaw so that the thaw's own timing does not include it.
+ * Returns the number of mounts found thawed early.  Idempotent.
+ */
+int vms_collect(struct vms_run *run);
 
 /* 1 once the watchdog's deadline has passed and it thawed. */
 int vms_watchdog_fired(struct vms_run *run);
@@ -118,6 +170,21 @@ int vms_run_idle(struct vms_run *run);
 int vms_thaw_fd(int fd);
 
 /*
+ * What tells a mounted filesystem apart from a later one on the same
+ * device number, for `thaw --recover`: the mount's 64-bit id that is never
+ * reused (statx STATX_MNT_ID_UNIQUE, Linux 6.8+) and the filesystem's UUID
+ * (FS_IOC_GETFSUUID, Linux 6.5+).  A field the kernel or filesystem does
+ * not provide is 0 (uuid_len 0).  Never blocks on a frozen filesystem.
+ * Returns 0, or -1 with errno (EINVAL, EBADF).
+ */
+struct vms_identity {
+	uint64_t mnt_id_unique;
+	uint8_t uuid_len;
+	uint8_t uuid[16];
+};
+int vms_identity(int fd, struct vms_identity *out);
+
+/*
  * syncfs() every fd in parallel on at most max_threads threads (<= 0: the
  * default cap); errnos[i] gets 0 or the errno of fds[i].  Blocks for as
  * long as the slowest sync takes (there is no deadline: nothing is frozen
@@ -133,7 +200,10 @@ int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
  * tracks the run's records: on EOF (the supervisor died: SIGKILL, OOM,
  * segfault), on a broken record, or grace_ms after the run's own deadline
  * (the supervisor is alive but stuck), it thaws every mount whose FIFREEZE
- * was announced and not released nor failed, highest wave first, and
+ * was announced and not released nor failed, highest wave first -- one
+ * whose FIFREEZE was never confirmed only if the run's probe found it
+ * not frozen just before (else the FIFREEZE may have failed with EBUSY
+ * on somebody else's freeze, its result lost with the supervisor) -- and
  * exits; after a thaw on EOF where every FITHAW succeeded it also unlinks
  * state_path (the run's state file; NULL for none), so the next run does
  * not ask for a recovery that already happened.  On vms_guardian_end() it

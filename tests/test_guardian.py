@@ -5,6 +5,7 @@ import json
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -264,3 +265,77 @@ def test_no_fd_or_process_leak(loopfs_factory):
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         os.close(fd)
+
+
+# The guardian's wire format (struct note in csrc/vmsfreeze.c), spoken by
+# hand so that a supervisor dying inside FIFREEZE -- its outcome record
+# never sent -- can be replayed deterministically.
+NOTE = struct.Struct("=IIIi")
+NOTE_MAGIC, NOTE_START, NOTE_INTENT = 0x564D5346, 1, 2
+
+
+def test_unconfirmed_freeze_is_thawed_only_if_it_was_not_frozen_before(
+        loopfs_factory):
+    """Two FIFREEZEs announced, neither outcome recorded (SIGKILL during
+    the ioctls). A was already frozen by someone else (the run's probe
+    said so: arg 0), so our FIFREEZE could only have failed with EBUSY:
+    the guardian must leave A alone. B was not frozen before (arg 1): its
+    freeze can only be ours, and is thawed (issue 11, defect 14)."""
+    a, b = loopfs_factory("ext4"), loopfs_factory("xfs")
+    fds = [os.open(x.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+           for x in (a, b)]
+    try:
+        g = Guardian.start(fds, [0, 0])
+        run("fsfreeze", "-f", a.mountpoint)    # someone else's freeze
+        run("fsfreeze", "-f", b.mountpoint)    # stands for our lost FIFREEZE
+        os.write(g.notify_fd,
+                 NOTE.pack(NOTE_MAGIC, NOTE_START, 0, 60000)
+                 + NOTE.pack(NOTE_MAGIC, NOTE_INTENT, 0, 0)
+                 + NOTE.pack(NOTE_MAGIC, NOTE_INTENT, 1, 1))
+        os.close(g.notify_fd)                  # the supervisor is gone
+        _, status = os.waitpid(g.pid, 0)
+        assert os.WEXITSTATUS(status) == freezer.load().lib.VMS_GUARDIAN_EOF
+        assert is_frozen(a.mountpoint), "the guardian thawed a foreign freeze"
+        assert not is_frozen(b.mountpoint)
+    finally:
+        run("fsfreeze", "-u", a.mountpoint, check=False)
+        run("fsfreeze", "-u", b.mountpoint, check=False)
+        for fd in fds:
+            os.close(fd)
+
+
+def test_the_run_tells_the_guardian_a_mount_was_frozen_before(
+        loopfs_factory, supervisors):
+    """The real flow: A frozen by someone else, B not. The supervisor is
+    SIGKILLed after its FIFREEZEs (EBUSY on A); whatever records got
+    through, the guardian thaws B and never A."""
+    a, b = loopfs_factory("ext4"), loopfs_factory("ext4")
+    run("fsfreeze", "-f", a.mountpoint)
+    try:
+        sup = Supervisor([a.mountpoint, b.mountpoint], timeout=60)
+        supervisors.append(sup)
+        assert sup.states == ["failed", "frozen"]
+        sup.kill()
+        wait_gone(sup.guardian)
+        assert is_frozen(a.mountpoint)
+        assert not is_frozen(b.mountpoint)
+    finally:
+        run("fsfreeze", "-u", a.mountpoint, check=False)
+
+
+def test_hundreds_of_mounts_through_the_record_flow(loopfs_factory,
+                                                    supervisors):
+    """300 mount fds (100 on each of 3 filesystems: one FIFREEZE per
+    filesystem succeeds, 297 fail with EBUSY) send some 900 records
+    through the guardian's socket; after SIGKILL it thaws exactly the 3
+    confirmed freezes and never trips over the volume."""
+    fss = [loopfs_factory("ext4", name="r%d" % i, size_mb=8)
+           for i in range(3)]
+    sup = Supervisor([f.mountpoint for f in fss] * 100, timeout=60)
+    supervisors.append(sup)
+    assert sup.states.count("frozen") == 3
+    assert sup.states.count("failed") == 297
+    assert all(is_frozen(f.mountpoint) for f in fss)
+    sup.kill()
+    wait_gone(sup.guardian)
+    assert not any(is_frozen(f.mountpoint) for f in fss)

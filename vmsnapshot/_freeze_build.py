@@ -25,7 +25,8 @@ ffibuilder.cdef(_cdef_text())
 ffibuilder.set_source(
     "vmsnapshot._freeze",
     '#include "vmsfreeze.h"',
-    sources=[os.path.relpath(os.path.join(CSRC, "vmsfreeze.c"))],
+    sources=[os.path.relpath(os.path.join(CSRC, name))
+             for name in ("vmsfreeze.c", "vmsprobe.c")],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=["-std=c99", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
     libraries=["pthread"],

@@ -1,18 +1,22 @@
 """The only door to the native freeze core (vmsnapshot._freeze).
 
 Everything a freeze needs is prepared in FreezeRun's constructor: the C
-array of mounts, the result buffers, the bound C functions. freeze() and
-thaw() then only call into C (cffi releases the GIL), so a Python main
-thread blocked on a frozen filesystem never delays the watchdog, and
-nothing in them imports, logs or touches a filesystem.
+array of mounts, the result buffers, the bound C functions, the prepared
+run with its probe processes (vms_prepare). freeze() and thaw() then only
+call into C (cffi releases the GIL), so a Python main thread blocked on a
+frozen filesystem never delays the watchdog, and nothing in them imports,
+logs or touches a filesystem. freeze(should_stop) runs the C call in a
+helper thread so that the main thread can stop it on a signal.
 """
 from __future__ import annotations
 
 import errno
 import importlib
 import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from vmsnapshot.errors import Catalogue, FreezeError
 
@@ -23,10 +27,14 @@ GUARD_ENV = "VMSNAPSHOT_FREEZE_GUARD"
 STATES = ("pending", "freezing", "frozen", "thawing", "thawed", "failed",
           "skipped")
 
+# How often freeze(should_stop) asks whether to stop.
+STOP_POLL_S = 0.02
+
 _REQUIRED = ("vms_freeze", "vms_thaw", "vms_get", "vms_free",
              "vms_watchdog_fired", "vms_watchdog_fired_after_ns",
              "vms_guardian_lost", "vms_run_idle", "vms_thaw_fd",
-             "vms_presync")
+             "vms_presync", "vms_prepare", "vms_start", "vms_abort",
+             "vms_identity", "vms_collect")
 
 _module: Any = None
 
@@ -63,6 +71,9 @@ class MountOutcome:
     thawed_by_watchdog: bool
     freeze_ms: float
     thaw_ms: float
+    # Somebody else thawed it before our thaw (a probe saw it, or our
+    # FITHAW found it not frozen).
+    thawed_early: bool = False
 
     @property
     def error(self) -> Optional[OSError]:
@@ -154,23 +165,67 @@ class FreezeRun:
         self._one = self._ffi.new("struct vms_mount *")
         self._run: Any = None
         self._thawed = False
+        self._collected = False
         self._closed = False
+        self._freeze_called = False
         self._final: Optional[RunStatus] = None
+        self.stopped_early = False
+        self.started_at: Optional[float] = None  # time.monotonic()
+        self.thawed_at: Optional[float] = None
+        # Forks the probes (a fraction of a millisecond per mount), so
+        # that freeze() itself does not pay for them.
+        if self._lib.vms_prepare(self._mounts, self._n, self._timeout_ms,
+                                 self._max_threads, self._notify_fd,
+                                 self._runp) != 0:
+            self._fail(self._ffi.errno)
+        self._run = self._runp[0]
 
-    def freeze(self) -> None:
+    def freeze(self, should_stop: Optional[Callable[[], bool]] = None
+               ) -> bool:
         """Freeze every wave in turn; returns when all were attempted or
         the watchdog fired. Per-mount failures are in outcomes(); only a
-        run that could not start at all raises FsFreezeFailed."""
-        if self._run is not None or self._closed:
+        run that could not start at all raises FsFreezeFailed.
+
+        With should_stop, the C call runs in a helper thread while this
+        thread (the one Python runs signal handlers in) asks should_stop()
+        every STOP_POLL_S; once it says yes, the freeze is aborted: no
+        further FIFREEZE, everything frozen is thawed. Returns True if it
+        was stopped that way (also in self.stopped_early)."""
+        if self._freeze_called or self._closed:
             raise RuntimeError("FreezeRun.freeze() called twice")
-        rc = self._lib.vms_freeze(self._mounts, self._n, self._timeout_ms,
-                                  self._max_threads, self._notify_fd,
-                                  self._runp)
-        if rc != 0:
-            err = self._ffi.errno
-            raise FreezeError("cannot start the freeze: %s"
-                              % os.strerror(err), Catalogue.FS_FREEZE_FAILED)
-        self._run = self._runp[0]
+        self._freeze_called = True
+        self.started_at = time.monotonic()
+        if should_stop is None:
+            if self._lib.vms_start(self._run) != 0:
+                self._fail(self._ffi.errno)
+            return False
+        result: List[int] = []
+
+        def start() -> None:
+            rc = self._lib.vms_start(self._run)
+            result.append(self._ffi.errno if rc != 0 else 0)
+
+        worker = threading.Thread(target=start, name="vms-freeze",
+                                  daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                if not self.stopped_early and should_stop():
+                    self.stopped_early = bool(self._lib.vms_abort(self._run))
+                worker.join(STOP_POLL_S)
+        except BaseException:
+            # Whatever happens here, nothing may stay frozen behind us.
+            self._lib.vms_abort(self._run)
+            worker.join()
+            raise
+        if result and result[0]:
+            self._fail(result[0])
+        return self.stopped_early
+
+    @staticmethod
+    def _fail(err: int) -> None:
+        raise FreezeError("cannot start the freeze: %s" % os.strerror(err),
+                          Catalogue.FS_FREEZE_FAILED)
 
     def thaw(self) -> None:
         """Thaw what this run froze (reverse waves); stops the watchdog.
@@ -178,6 +233,15 @@ class FreezeRun:
         if self._run is not None and not self._thawed:
             self._lib.vms_thaw(self._run)
             self._thawed = True
+            self.thawed_at = time.monotonic()
+
+    def collect(self) -> None:
+        """After thaw() (and after timing it): read the probes, which
+        tell whether somebody else thawed a mount first (thawed_early in
+        outcomes()). Waits at most a second. Idempotent."""
+        if self._run is not None and self._thawed and not self._collected:
+            self._lib.vms_collect(self._run)
+            self._collected = True
 
     def watchdog_fired(self) -> bool:
         return self._status().fired
@@ -213,7 +277,7 @@ class FreezeRun:
             outcomes.append(MountOutcome(
                 path, STATES[m.state], m.freeze_errno, m.thaw_errno,
                 bool(m.thawed_by_watchdog), m.freeze_ns / 1e6,
-                m.thaw_ns / 1e6))
+                m.thaw_ns / 1e6, bool(m.thawed_early)))
         after = lib.vms_watchdog_fired_after_ns(run)
         return RunStatus(bool(lib.vms_watchdog_fired(run)),
                          None if after < 0 else after / 1e9,
@@ -227,6 +291,7 @@ class FreezeRun:
             return
         try:
             self.thaw()
+            self.collect()
         finally:
             self._final = self._status()
             self._closed = True
@@ -261,3 +326,14 @@ def thaw_fd(fd: int) -> int:
     """One FITHAW outside a run (thaw --recover): 0 or the errno
     (EINVAL: it was not frozen)."""
     return int(load().lib.vms_thaw_fd(fd))
+
+
+def identity(fd: int) -> Tuple[int, str]:
+    """(unique mount id, filesystem UUID as hex) of the mount fd is on;
+    0 / "" where the kernel or filesystem does not tell."""
+    mod = load()
+    ident = mod.ffi.new("struct vms_identity *")
+    if mod.lib.vms_identity(fd, ident) != 0:
+        raise OSError(mod.ffi.errno, os.strerror(mod.ffi.errno))
+    return (int(ident.mnt_id_unique),
+            bytes(ident.uuid[0:ident.uuid_len]).hex())

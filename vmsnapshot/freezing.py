@@ -12,11 +12,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from vmsnapshot import freezer, runstate
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.guardian import Guardian
+from vmsnapshot.mountfd import MountChanged, open_mount
 from vmsnapshot.mounts import MountDecision
 from vmsnapshot.report import FreezeReport, MountReport
 
@@ -33,20 +34,11 @@ class Target:
         return self.decision.info.mount_point
 
 
-def _mount_id_of(fd: int) -> Optional[int]:
-    with open("/proc/self/fdinfo/%d" % fd, encoding="ascii") as f:
-        for line in f:
-            if line.startswith("mnt_id:"):
-                return int(line.split()[1])
-    return None
-
-
 def open_targets(decisions: Sequence[MountDecision]
                  ) -> Tuple[List[Target], List[MountReport],
                             List[ErrorRecord]]:
-    """Open every mount to freeze. A mount unmounted since discovery would
-    open the directory underneath, on another filesystem: the fd's mount id
-    must be the one discovered, or the mount is refused."""
+    """Open every mount to freeze, as the mount that was discovered (see
+    mountfd.open_mount), or refuse it."""
     targets: List[Target] = []
     failed: List[MountReport] = []
     errors: List[ErrorRecord] = []
@@ -54,23 +46,17 @@ def open_targets(decisions: Sequence[MountDecision]
         if not d.freeze:
             continue
         path = d.info.mount_point
-        problem = None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            targets.append(Target(d, open_mount(path, d.info.mount_id)))
+            continue
+        except MountChanged:
+            problem = ("%s is no longer the mount that was discovered "
+                       "(unmounted or over-mounted since)" % path)
         except OSError as e:
             problem = "%s: %s" % (path, e.strerror)
-        else:
-            if _mount_id_of(fd) != d.info.mount_id:
-                os.close(fd)
-                problem = ("%s is no longer the mount that was discovered "
-                           "(unmounted or over-mounted since)" % path)
-            else:
-                targets.append(Target(d, fd))
-        if problem:
-            failed.append(MountReport(path, d.info.fstype, False,
-                                      error=problem, wave=d.wave))
-            errors.append(ErrorRecord(Catalogue.UNABLE_TO_OPEN_MOUNT,
-                                      problem))
+        failed.append(MountReport(path, d.info.fstype, False,
+                                  error=problem, wave=d.wave))
+        errors.append(ErrorRecord(Catalogue.UNABLE_TO_OPEN_MOUNT, problem))
     return targets, failed, errors
 
 
@@ -81,17 +67,20 @@ def close_targets(targets: Sequence[Target]) -> None:
 
 @dataclass(frozen=True)
 class FreezeResult:
+    """What a FreezeSession did, for the report and the level."""
+
     mounts: List[MountReport]
     freeze: FreezeReport
     errors: List[ErrorRecord]
-    all_frozen: bool
-    thawed_early: bool = False
-    stopped_early: bool = False
+    all_frozen: bool      # every target frozen by this run
+    thawed_early: bool    # someone else thawed a mount before our thaw
+    stopped_early: bool   # should_stop cut the freeze short
 
 
 class FreezeSession:
     """One freeze of a set of targets, watched by a guardian process:
-    freeze(), thaw(), close(), each once."""
+    freeze(), thaw(), close(), each once. close() must be called whatever
+    happens (try/finally): it is what thaws and removes the state file."""
 
     def __init__(self, targets: Sequence[Target], timeout_s: float,
                  presync: bool = False) -> None:
@@ -110,12 +99,15 @@ class FreezeSession:
             raise
         self._started = 0.0
         self._ended: Optional[float] = None
+        self.stopped_early = False
 
-    def freeze(self, should_stop=None) -> None:
+    def freeze(self, should_stop: Optional[Callable[[], bool]] = None
+               ) -> None:
+        """Freeze; with should_stop (asked every few ms while the C core
+        freezes) the freeze is cut short and undone as soon as it says
+        yes: stopped_early then tells the caller to skip the snapshot."""
         runstate.write_state(
-            [runstate.FrozenEntry(t.path, t.decision.info.major,
-                                  t.decision.info.minor,
-                                  t.decision.info.fstype)
+            [runstate.entry_for(t.path, t.fd, t.decision.info)
              for t in self.targets], os.getpid())
         if self.presync:
             # Write dirty data back while applications still run, so the
@@ -126,7 +118,12 @@ class FreezeSession:
                     log.warning("presync of %s: %s", t.path,
                                 os.strerror(err))
         self._started = time.monotonic()
-        self.run.freeze()
+        try:
+            self.stopped_early = self.run.freeze(should_stop)
+        finally:
+            # The deadline and the window count from the first FIFREEZE,
+            # not from the probes' forks before it.
+            self._started = self.run.started_at or self._started
 
     def watchdog_fired(self) -> bool:
         return self.run.watchdog_fired()
@@ -152,26 +149,45 @@ class FreezeSession:
         try:
             self.run.thaw()
         finally:
-            self._ended = time.monotonic()
-        # A worker still stuck in FIFREEZE may yet freeze its mount: the
-        # state file stays until nothing can be left frozen.
-        if self.run.idle() and not any(
-                o.state in ("frozen", "freezing", "thawing")
-                for o in self.run.outcomes()):
-            runstate.clear_state()
+            self._ended = self.run.thawed_at or time.monotonic()
+        self.run.collect()
 
     def close(self) -> None:
-        self.run.close()
-        if self.guardian is not None:
-            ended = self.guardian.stop(self.run)
-            if ended.thawed or not ended.clean:
-                log.warning("guardian: %s", ended.describe())
-            self.guardian = None
+        """Thaw (if thaw() was not reached), release the run, end the
+        guardian, and remove the state file once nothing of this run can
+        be left frozen -- whatever path led here. A worker still stuck in
+        FIFREEZE may yet freeze its mount: then the state file stays, and
+        the guardian (which outlives us) thaws and removes it."""
+        try:
+            self.run.close()
+        finally:
+            if self._ended is None:
+                self._ended = self.run.thawed_at or time.monotonic()
+            if self.guardian is not None:
+                ended = self.guardian.stop(self.run)
+                if ended.code is None and ended.signal is None:
+                    if not self.run.idle():
+                        log.warning(
+                            "a FIFREEZE is stuck in the kernel: guardian "
+                            "process %d stays to thaw its mount once it "
+                            "returns; this process cannot exit before "
+                            "that", self.guardian.pid)
+                    else:
+                        log.warning("guardian process %d still running; "
+                                    "it ends by itself", self.guardian.pid)
+                elif ended.thawed or not ended.clean:
+                    log.warning("guardian: %s", ended.describe())
+                self.guardian = None
+            if self.run.idle() and not any(
+                    o.state in ("frozen", "freezing", "thawing")
+                    for o in self.run.outcomes()):
+                runstate.clear_state()
 
     def report(self) -> FreezeResult:
         mounts: List[MountReport] = []
         errors: List[ErrorRecord] = []
         all_frozen = True
+        thawed_early = False
         for t, o in zip(self.targets, self.run.outcomes()):
             error = None
             frozen = o.state in ("frozen", "thawed")
@@ -181,12 +197,23 @@ class FreezeSession:
                     errors.append(ErrorRecord(entry, error))
                     all_frozen = False
             elif o.state == "skipped":
-                error = "not attempted: the watchdog fired first"
+                error = ("not attempted: the run was interrupted"
+                         if self.stopped_early else
+                         "not attempted: the watchdog fired first")
                 all_frozen = False
             elif not frozen:
                 error = "not frozen (%s)" % o.state
                 all_frozen = False
-            if o.thaw_errno:
+            if frozen and o.thawed_early:
+                # Our FITHAW then failed with EINVAL or, after a thaw and a
+                # refreeze by the same third party, succeeded: either way
+                # the snapshot was not taken under our freeze.
+                thawed_early = True
+                error = ("%s was thawed by another process before the "
+                         "snapshot ended" % t.path)
+                errors.append(ErrorRecord(
+                    Catalogue.THAWED_BY_ANOTHER_PROCESS, error))
+            if o.thaw_errno and o.thaw_errno != errno.EINVAL:
                 msg = "%s: thaw failed: %s" % (t.path,
                                                os.strerror(o.thaw_errno))
                 error = msg
@@ -206,7 +233,8 @@ class FreezeSession:
                 "was thawed at once"))
         freeze = FreezeReport(True, window, self.run.watchdog_fired(),
                               self.timeout_s)
-        return FreezeResult(mounts, freeze, errors, all_frozen)
+        return FreezeResult(mounts, freeze, errors, all_frozen,
+                            thawed_early, self.stopped_early)
 
 
 def _freeze_failure(path: str, err: int

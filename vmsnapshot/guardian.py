@@ -126,22 +126,29 @@ class Guardian:
         (no freeze happened) or a run with nothing left frozen and no
         worker inside an ioctl, the guardian exits without thawing;
         otherwise it sees its socket close once the run is freed, and
-        thaws what is left. Waits up to timeout_s, then kills it."""
+        thaws what is left.
+
+        It is never killed: while a worker is stuck inside FIFREEZE (a
+        hung device) the run's own copy of the socket stays open until
+        that ioctl returns -- which may be after this process exited, when
+        the thread returning from FIFREEZE dies before it can thaw.  Only
+        the guardian is left then to thaw the mount, on EOF.  So with a
+        worker still inside an ioctl this returns at once, and otherwise
+        waits up to timeout_s; a guardian still running is left running
+        (GuardianExit(None, None)): it ends by itself on EOF."""
         if self._stopped:
             return self._exit or GuardianExit(None, None)
         self._stopped = True
-        clean = run is None or (run.idle() and not any(
+        idle = run is None or run.idle()
+        clean = run is None or (idle and not any(
             o.state in _BUSY for o in run.outcomes()))
         if clean:
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
         os.close(self.notify_fd)
-        if not self._wait(timeout_s):
-            # Stuck (a FITHAW waiting for a stuck FIFREEZE): SIGKILL takes
-            # effect when the ioctl returns; do not wait for ever.
-            os.kill(self.pid, signal.SIGKILL)
-            self._wait(1.0)
-        return self._exit or GuardianExit(None, None)
+        if idle:
+            self._wait(timeout_s)
+        return self._reap() or GuardianExit(None, None)
 
     def _wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -1,9 +1,12 @@
 """The state file: which superblocks the current run is freezing.
 
 Written to /run/vmsnapshot (tmpfs, never frozen) before the first FIFREEZE
-and removed after the thaw. If both the supervisor and its guardian die, it
-is what `vmsnapshot thaw --recover` thaws, matched by device id so that a
-remount in between cannot make it thaw something else.
+and removed once nothing of the run can be left frozen. If both the
+supervisor and its guardian die, it is what `vmsnapshot thaw --recover`
+thaws. Each entry records enough identity to tell the mount the run froze
+from a later one: the device number alone is not enough (loop and dm
+numbers are reused), nor the path (it may be over-mounted), nor the mount
+id (ids are reused too). See commands/thaw.py for how they are checked.
 """
 from __future__ import annotations
 
@@ -12,7 +15,34 @@ import os
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence
 
+from vmsnapshot import freezer
 from vmsnapshot.runlock import run_dir
+
+
+@dataclass(frozen=True)
+class FsIdentity:
+    """What an open fd on a mount root says about its mount and filesystem
+    (0 / "" where the kernel or filesystem does not tell)."""
+
+    fsid: int             # statfs f_fsid
+    root_ino: int         # inode number of the mount's root
+    mnt_id_unique: int    # statx STATX_MNT_ID_UNIQUE, never reused
+    uuid: str             # FS_IOC_GETFSUUID, hex
+
+    @classmethod
+    def of_fd(cls, fd: int) -> "FsIdentity":
+        unique, uuid = freezer.identity(fd)
+        return cls(os.fstatvfs(fd).f_fsid, os.fstat(fd).st_ino, unique,
+                   uuid)
+
+    def differences(self, other: "FsIdentity") -> List[str]:
+        """What differs, ignoring fields either side does not know."""
+        pairs = (("filesystem id", self.fsid, other.fsid),
+                 ("root inode", self.root_ino, other.root_ino),
+                 ("unique mount id", self.mnt_id_unique,
+                  other.mnt_id_unique),
+                 ("UUID", self.uuid, other.uuid))
+        return [name for name, a, b in pairs if a and b and a != b]
 
 
 @dataclass(frozen=True)
@@ -21,6 +51,27 @@ class FrozenEntry:
     major: int       # superblock identity, as in /proc/self/mountinfo
     minor: int
     fstype: str
+    # Mount identity; None / zero in a file written by an older version.
+    mount_id: Optional[int] = None
+    root: str = ""   # the mount's root within the filesystem
+    fsid: int = 0
+    root_ino: int = 0
+    mnt_id_unique: int = 0
+    uuid: str = ""
+
+    @property
+    def identity(self) -> FsIdentity:
+        return FsIdentity(self.fsid, self.root_ino, self.mnt_id_unique,
+                          self.uuid)
+
+
+def entry_for(path: str, fd: int, info) -> FrozenEntry:
+    """The entry of a mount about to be frozen: info is its MountInfo, fd
+    an open fd on it (opened with mountfd.open_mount)."""
+    ident = FsIdentity.of_fd(fd)
+    return FrozenEntry(path, info.major, info.minor, info.fstype,
+                       info.mount_id, info.root, ident.fsid, ident.root_ino,
+                       ident.mnt_id_unique, ident.uuid)
 
 
 def state_path() -> str:
@@ -31,9 +82,24 @@ def write_state(entries: Sequence[FrozenEntry], pid: int) -> None:
     path = state_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    # 600: it names mount points and identities; nobody else's business.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
         json.dump({"pid": pid, "mounts": [asdict(e) for e in entries]}, f)
     os.replace(tmp, path)
+
+
+def _entry(m: dict) -> FrozenEntry:
+    mount_id = m.get("mount_id")
+    return FrozenEntry(str(m["path"]), int(m["major"]), int(m["minor"]),
+                       str(m["fstype"]),
+                       None if mount_id is None else int(mount_id),
+                       str(m.get("root", "")), int(m.get("fsid", 0)),
+                       int(m.get("root_ino", 0)),
+                       int(m.get("mnt_id_unique", 0)),
+                       str(m.get("uuid", "")))
 
 
 def read_state() -> Optional[List[FrozenEntry]]:
@@ -42,11 +108,10 @@ def read_state() -> Optional[List[FrozenEntry]]:
     try:
         with open(state_path(), encoding="utf-8") as f:
             data = json.load(f)
-        return [FrozenEntry(str(m["path"]), int(m["major"]), int(m["minor"]),
-                            str(m["fstype"])) for m in data["mounts"]]
+        return [_entry(m) for m in data["mounts"]]
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
 
 

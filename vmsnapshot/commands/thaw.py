@@ -1,73 +1,155 @@
 """`vmsnapshot thaw --recover`: thaw what a killed run left frozen.
 
-Only the superblocks listed in the state file are touched, found by device
-id in the current mount table, so a remount or a new mount at the same path
-since the run is never thawed by mistake.
+Only a superblock that is still the one the run froze receives a FITHAW:
+the recorded mount must still exist with the same id, device, type, root
+and mount point, it is opened the way the freeze path opens it (the fd's
+mount id is checked, so an over-mounted path never receives the FITHAW),
+and the filesystem behind the fd must have the recorded identity (fsid,
+root inode, UUID and unique mount id where the kernel tells them). A
+device number reused by another filesystem, which may be frozen by
+someone else, is never thawed.
+
+Entries whose outcome is final (thawed, was not frozen, gone, another
+filesystem now) leave the state file; those that could not be thawed or
+reached stay in it, so a later `thaw --recover` can try again.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import sys
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 from vmsnapshot import freezer, mountinfo, runstate
 from vmsnapshot.errors import VmsnapshotError
+from vmsnapshot.mountfd import MountChanged, open_mount
 from vmsnapshot.runlock import RunLock
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_REFUSED = 3
 
+# Outcomes after which an entry is dropped from the state file.
+FINAL = ("thawed", "none", "skipped")
 
-def _recover_one(entry: runstate.FrozenEntry,
-                 by_dev: Dict[tuple, List[str]]) -> Dict[str, object]:
-    result: Dict[str, object] = {"path": entry.path,
-                                 "device": "%d:%d" % (entry.major,
-                                                      entry.minor)}
-    paths = by_dev.get((entry.major, entry.minor))
-    if not paths:
-        result.update(action="none", detail="no longer mounted")
-        return result
-    fd = os.open(paths[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+@dataclass(frozen=True)
+class Recovery:
+    path: str
+    device: str
+    action: str      # thawed | none | skipped | failed | unreachable
+    detail: str
+
+    @property
+    def keep(self) -> bool:
+        """Whether the entry must stay in the state file."""
+        return self.action not in FINAL
+
+    def to_json(self) -> Dict[str, object]:
+        return {"path": self.path, "device": self.device,
+                "action": self.action, "detail": self.detail}
+
+
+def thaw_decision(err: int) -> str:
+    """The action for a FITHAW result: EINVAL means it was not frozen (the
+    outcome is final); any other error leaves the record for a retry."""
+    if err == 0:
+        return "thawed"
+    if err == errno.EINVAL:
+        return "none"
+    return "failed"
+
+
+def recover_one(entry: runstate.FrozenEntry,
+                mounts: Sequence[mountinfo.MountInfo],
+                thaw_fd: Callable[[int], int] = freezer.thaw_fd
+                ) -> Recovery:
+    dev = "%d:%d" % (entry.major, entry.minor)
+
+    def result(action: str, detail: str) -> Recovery:
+        return Recovery(entry.path, dev, action, detail)
+
+    legacy = entry.mount_id is None
+    if legacy:
+        # Written by an older version (before an upgrade): only the device
+        # and the path were recorded. Matched on them, as that version
+        # did, but still opened as that very mount (never over-mounted).
+        now = next((m for m in mounts if m.mount_point == entry.path
+                    and m.dev == (entry.major, entry.minor)
+                    and m.fstype == entry.fstype), None)
+        if now is None:
+            return result("none", "no longer mounted")
+        entry = dataclasses.replace(entry, mount_id=now.mount_id,
+                                    root=now.root)
+    now = next((m for m in mounts if m.mount_id == entry.mount_id), None)
+    if now is None:
+        return result("none", "no longer mounted")
+    if (now.dev, now.fstype, now.root, now.mount_point) != \
+            ((entry.major, entry.minor), entry.fstype, entry.root,
+             entry.path):
+        return result("skipped", "mount id %d is now another mount (%s %s "
+                      "at %s): not the filesystem the run froze"
+                      % (entry.mount_id, now.fstype, now.source,
+                         now.mount_point))
+    assert entry.mount_id is not None
     try:
-        err = freezer.thaw_fd(fd)
+        fd = open_mount(entry.path, entry.mount_id)
+    except MountChanged as e:
+        return result("unreachable", "%s; unmount what covers it and run "
+                      "'vmsnapshot thaw --recover' again" % e)
+    except OSError as e:
+        return result("unreachable", "cannot open it: %s" % e.strerror)
+    try:
+        diff = runstate.FsIdentity.of_fd(fd).differences(entry.identity)
+        if diff:
+            return result("skipped", "another filesystem now (%s differ): "
+                          "not thawed" % ", ".join(diff))
+        err = thaw_fd(fd)
     finally:
         os.close(fd)
-    if err == 0:
-        result.update(action="thawed", detail="thawed at %s" % paths[0])
-    elif err == errno.EINVAL:
-        # FITHAW on a filesystem that is not frozen: nothing was left.
-        result.update(action="none", detail="was not frozen")
+    action = thaw_decision(err)
+    detail = {"thawed": "thawed", "none": "was not frozen"}.get(
+        action, "FITHAW failed: %s" % os.strerror(err))
+    if legacy:
+        detail += " (recorded by an older version: matched by device and " \
+                  "path only)"
+    return result(action, detail)
+
+
+def recover(entries: Sequence[runstate.FrozenEntry],
+            thaw_fd: Callable[[int], int] = freezer.thaw_fd
+            ) -> List[Recovery]:
+    """Recover every entry; rewrite the state file with those to keep."""
+    mounts = mountinfo.read_mountinfo()
+    results = [recover_one(e, mounts, thaw_fd) for e in entries]
+    kept = [e for e, r in zip(entries, results) if r.keep]
+    if kept:
+        runstate.write_state(kept, os.getpid())
     else:
-        result.update(action="failed", detail=os.strerror(err))
-    return result
+        runstate.clear_state()
+    return results
 
 
 def thaw_command(json_output: bool) -> int:
+    entries: Optional[List[runstate.FrozenEntry]] = None
     try:
         with RunLock():
             entries = runstate.read_state()
-            if entries is None:
-                results: List[Dict[str, object]] = []
-            else:
-                by_dev: Dict[tuple, List[str]] = {}
-                for m in mountinfo.read_mountinfo():
-                    by_dev.setdefault(m.dev, []).append(m.mount_point)
-                results = [_recover_one(e, by_dev) for e in entries]
-                if not any(r["action"] == "failed" for r in results):
-                    runstate.clear_state()
+            results = recover(entries) if entries is not None else []
     except VmsnapshotError as e:
         print("vmsnapshot: %s" % e.record(), file=sys.stderr)
         return EXIT_REFUSED
-    failed = any(r["action"] == "failed" for r in results)
+    problems = any(r.keep for r in results)
     if json_output:
-        print(json.dumps({"recovered": results}, indent=2))
+        print(json.dumps({"recovered": [r.to_json() for r in results]},
+                         indent=2))
     elif entries is None:
         print("nothing to recover: no state file at %s"
               % runstate.state_path())
     else:
         for r in results:
-            print("%-30s %-8s %s" % (r["path"], r["action"], r["detail"]))
-    return EXIT_PROBLEMS if failed else EXIT_OK
+            print("%-30s %-11s %s" % (r.path, r.action, r.detail))
+    return EXIT_PROBLEMS if problems else EXIT_OK
