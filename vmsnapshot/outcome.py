@@ -8,7 +8,7 @@ exception cannot throw away the script results already gathered.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
 from vmsnapshot import policy
@@ -188,8 +188,11 @@ def judge(o: Outcomes) -> Report:
     errors += [r.error for r in o.released
                if r.error is not None and r.error not in pre_errors]
     errors += [s.error for s in o.post if s.error is not None]
+    snapshot = o.snapshot if o.snapshot is not None else SnapshotReport()
+    if o.freeze is not None and o.freeze.thawed_early:
+        # Another process thawed it meanwhile, even if it froze it again.
+        snapshot = replace(snapshot, finished_while_frozen=False)
     return Report(level, snapshot_taken, tuple(errors),
                   tuple(o.released) + tuple(o.pre) + tuple(o.post),
-                  tuple(mounts), freeze_report,
-                  o.snapshot if o.snapshot is not None else SnapshotReport(),
+                  tuple(mounts), freeze_report, snapshot,
                   internal_error=o.internal_error)
