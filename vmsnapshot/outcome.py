@@ -98,7 +98,12 @@ def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
     if f is not None:
         errors += f.errors
     if f is None or not f.any_frozen:
-        if not (f is not None and f.stopped_early):
+        if f is not None and f.report.auto_thawed:
+            errors.append(ErrorRecord(
+                Catalogue.FS_FREEZE_TIMEOUT,
+                "the watchdog fired after %gs, before any mount finished "
+                "freezing" % f.report.timeout_s))
+        elif not (f is not None and f.stopped_early):
             errors.append(ErrorRecord(
                 Catalogue.NOTHING_FROZEN,
                 "freezing is enabled but no selected filesystem was frozen "
