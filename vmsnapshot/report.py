@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from vmsnapshot.errors import ErrorRecord
+from vmsnapshot.errtext import error_lines
+from vmsnapshot.runmeta import RunMeta
 
 LEVELS = ("application", "filesystem", "crash", "failed")
 
@@ -70,9 +72,11 @@ class Report:
     mounts: List[MountReport] = field(default_factory=list)
     freeze: FreezeReport = field(default_factory=FreezeReport)
     snapshot: SnapshotReport = field(default_factory=SnapshotReport)
+    meta: Optional[RunMeta] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {
+            **(self.meta.to_json() if self.meta else {}),
             "consistency": self.consistency,
             "snapshot_taken": self.snapshot_taken,
             "errors": [e.to_json() for e in self.errors],
@@ -111,8 +115,7 @@ class Report:
                 "timed out" if d["timed_out"] else
                 "exit %s after %d attempt(s)" % (d["returncode"],
                                                 d["attempts"])))
-        for e in self.errors:
-            lines.append("error: " + str(e))
+        lines += error_lines(self.errors, prefix="error: ")
         return "\n".join(lines)
 
 
