@@ -17,6 +17,7 @@ from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
 from vmsnapshot.config.search import FORMAT_NAMES, SEARCH_ORDER
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
+from vmsnapshot.errtext import error_lines
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -144,8 +145,8 @@ def check_command(config_path: Optional[str], root: str = "/") -> int:
         freeze_ok = _check_freeze_module(problems, out)
     for line in out:
         print(line)
-    for record in problems:
-        print(record)
+    for line in error_lines(problems):
+        print(line)
     level, why = _prediction(config, config_ok, pre_ok, freeze_ok)
     print(_summary(level, why, len(problems)))
     return EXIT_OK if not problems else EXIT_PROBLEMS

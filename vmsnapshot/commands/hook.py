@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from vmsnapshot import policy
+from vmsnapshot import policy, runmeta
 from vmsnapshot.cycle import RunOptions, load_run_config, post_phase
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.held import start_held
@@ -66,6 +66,9 @@ def _freeze(config_path: Optional[str]) -> int:
         try:
             _detach()
             status = _hold(config_path, wfd)
+        except Exception as e:    # stdio is /dev/null: only the log keeps it
+            from vmsnapshot.results import internal_error
+            internal_error(e, "the hook holder")
         finally:
             os._exit(status)
     os.close(wfd)
@@ -106,6 +109,7 @@ def _tell(wfd: int, proceed: bool, errors: List[ErrorRecord]) -> None:
 
 
 def _hold(config_path: Optional[str], wfd: int) -> int:
+    started = runmeta.utcnow()
     try:
         lock = RunLock()
         lock.acquire()
@@ -140,7 +144,10 @@ def _hold(config_path: Optional[str], wfd: int) -> int:
             report.consistency = policy.level(pre, policy.FreezeOutcome(
                 True, conn is not None, hooks_held))
         post_phase(config, held, held_errors, scripts, report)
+        report.meta = runmeta.finish("hook", started, config_path)
         _finish(report, conn)
+        from vmsnapshot.results import publish    # qemu-ga thawed already
+        publish(report.to_json())
         return _EXIT_BY_LEVEL.get(report.consistency, EXIT_OK)
     finally:
         lock.release()
