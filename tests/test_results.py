@@ -378,3 +378,16 @@ def test_real_journald_gets_the_entries(journald, loopfs_factory, tmp_path,
          "MESSAGE_ID=" + publish_mod.MESSAGE_IDS["filesystem"]],
         stdout=subprocess.PIPE, text=True)
     assert report["run_id"] in res.stdout
+
+
+def test_alerting_rule_example_is_valid() -> None:
+    if shutil.which("promtool") is None:
+        skip_or_fail("promtool not installed (Debian package prometheus)")
+    rules = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "systemd", "vmsnapshot-alerts.yml")
+    res = subprocess.run(["promtool", "check", "rules", rules],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stdout
+    with open(rules) as f:
+        assert "vmsnapshot_runs_below_application >= 2" in f.read()
