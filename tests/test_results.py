@@ -10,6 +10,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 from typing import Any, Dict, List
 
@@ -391,3 +392,38 @@ def test_alerting_rule_example_is_valid() -> None:
     assert res.returncode == 0, res.stdout
     with open(rules) as f:
         assert "vmsnapshot_runs_below_application >= 2" in f.read()
+
+
+def test_history_on_a_mount_another_process_froze_does_not_hang_the_run(
+        loopfs_factory, tmp_path, no_config, monkeypatch):
+    """/var frozen by another agent (FrozenByAnotherProcess: left frozen):
+    the run must still end with its report; the history is written when
+    that freeze ends."""
+    a = loopfs_factory("ext4")
+    state = os.path.join(str(a), "state")
+    monkeypatch.setenv("VMSNAPSHOT_STATE_DIR", state)
+    subprocess.run(["fsfreeze", "-f", str(a)], check=True)
+    # A writer blocked by a freeze cannot even be killed: if the run hangs,
+    # thaw after 45 s so that it (and this test) can end, and fail.
+    rescue = threading.Timer(45, subprocess.run, (["fsfreeze", "-u",
+                                                   str(a)],))
+    rescue.start()
+    try:
+        start = time.monotonic()
+        res = run_vmsnapshot("run", "--config", no_config, "--mount",
+                             str(a), "--json", "--", "true", timeout=120)
+        elapsed = time.monotonic() - start
+        assert elapsed < 40, "the run waited for the foreign freeze"
+        assert is_frozen(str(a))
+        assert not history_files(state)
+    finally:
+        rescue.cancel()
+        subprocess.run(["fsfreeze", "-u", str(a)])
+    report = json.loads(res.stdout)
+    assert [e["name"] for e in report["errors"]] == ["FrozenByAnotherProcess"]
+    assert res.returncode == 1
+    assert "still blocked" in res.stderr, res.stderr
+    deadline = time.monotonic() + 20      # written after that thaw
+    while len(history_files(state)) != 1:
+        assert time.monotonic() < deadline, "history never written"
+        time.sleep(0.1)

@@ -7,7 +7,10 @@ disk must not turn a good snapshot into a failed command.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import select
 import traceback
 from typing import Any, Dict, List
 
@@ -25,6 +28,7 @@ MESSAGE_IDS = {
 }
 ERROR_MESSAGE_ID = "dad3bfc737344326854a4d54d325f45c"
 INTERNAL_ERROR_MESSAGE_ID = "5ff8753800fa4023b4668dae9d9d06de"
+FILE_DEADLINE = 10.0       # seconds the command waits for the files
 _PRIORITY = {"application": journal.INFO, "filesystem": journal.NOTICE,
              "crash": journal.WARNING, "failed": journal.ERR}
 
@@ -33,21 +37,93 @@ def publish(report: Dict[str, Any]) -> List[str]:
     """Journal, history, metrics for one finished run; returns the
     problems (also logged)."""
     problems: List[str] = []
-    for what, step in (("history", history.save),
-                       ("journal", journal_entries),
-                       ("metrics", metrics.write)):
-        try:
-            step(report)
-        except Exception as e:     # noqa: BLE001 - a result is best effort
-            problems.append("could not write the %s: %s" % (what, e))
+    try:
+        journal_entries(report)
+    except Exception as e:     # noqa: BLE001 - a result is best effort
+        problems.append("could not write the journal entries: %s" % e)
+    problems += _files_with_deadline(report, FILE_DEADLINE)
     for problem in problems:
         log.warning("%s", problem)
     return problems
 
 
+def _write_files(report: Dict[str, Any]) -> List[str]:
+    problems = []
+    for what, step in (("history", history.save),
+                       ("metrics", metrics.write)):
+        try:
+            step(report)
+        except Exception as e:     # noqa: BLE001
+            problems.append("could not write the %s: %s" % (what, e))
+    return problems
+
+
+def _files_with_deadline(report: Dict[str, Any], deadline: float
+                         ) -> List[str]:
+    """Write the files in a child and wait at most DEADLINE seconds.
+
+    Our own freeze is over, but /var may be frozen by another process
+    (FrozenByAnotherProcess leaves it so): a write there sleeps,
+    unkillable, until that freeze ends. The run must still end with its
+    report and exit status; the child finishes the files after the thaw.
+    """
+    try:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return _write_files(report)
+    if pid == 0:                                       # the writer
+        status = 1
+        try:
+            # Hold nothing of the caller's: not its lock, not the pipes a
+            # caller reads to EOF, not the terminal.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            for fd in _open_fds():
+                if fd > 2 and fd != wfd:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            data = json.dumps(_write_files(report)).encode()
+            while data:
+                data = data[os.write(wfd, data):]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    try:
+        ready, _, _ = select.select([rfd], [], [], deadline)
+        if not ready:
+            return ["the history and metrics writes are still blocked after "
+                    "%gs (is %s on a filesystem another process froze?): "
+                    "they complete when it is thawed"
+                    % (deadline, history.state_dir())]
+        chunks = []
+        while True:
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        if not chunks:
+            return ["the history and metrics writer failed (status %d)"
+                    % os.waitstatus_to_exitcode(status)]
+        return list(json.loads(b"".join(chunks).decode()))
+    finally:
+        os.close(rfd)
+
+
+def _open_fds() -> List[int]:
+    try:
+        return [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 1024))
+
+
 def journal_entries(report: Dict[str, Any]) -> str:
     """One entry for the run, one per error; returns the sink used."""
-    import json
     level = str(report.get("consistency"))
     errors = report.get("errors") or []
     run_fields = _common(report)
