@@ -90,6 +90,7 @@ def test_run_publishes_metadata_history_journal_metrics(
     [name] = history_files(state)
     path = os.path.join(state, "runs", name)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
     assert name.endswith("-%s.json" % report["run_id"])
     with open(path) as f:
         saved = json.load(f)

@@ -55,6 +55,7 @@ def file_name(report: Dict[str, Any]) -> str:
 def save(report: Dict[str, Any]) -> str:
     """Write REPORT atomically; returns its path. Raises OSError."""
     directory = runs_dir()
+    os.makedirs(state_dir(), mode=0o700, exist_ok=True)   # not 755 above
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, file_name(report))
     fd, tmp = tempfile.mkstemp(prefix=".run.", dir=directory)
