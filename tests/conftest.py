@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Callable, Iterator, List
+import tempfile
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -12,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests.helpers.journal import JournalSink  # noqa: E402
 from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs  # noqa: E402
 
 REQUIRE = os.environ.get("VMSNAPSHOT_REQUIRE_ROOT") == "1"
@@ -74,6 +76,33 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory,
     path = str(tmp_path_factory.mktemp("run"))
     monkeypatch.setenv("VMSNAPSHOT_RUN_DIR", path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def results_paths(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, Any]]:
+    """Where every test's runs publish: their own history, metrics
+    directory and journal socket (a draining stand-in), never the
+    machine's /var/lib/vmsnapshot, node-exporter directory or journal."""
+    base = tmp_path_factory.mktemp("results")
+    metrics = base / "node-exporter"
+    metrics.mkdir()
+    # sun_path holds 108 bytes: pytest's temporary paths can be longer.
+    short = tempfile.mkdtemp(prefix="vmsj.", dir="/tmp")
+    sink = JournalSink(os.path.join(short, "socket"))
+    paths = {"state": str(base / "state"), "metrics": str(metrics),
+             "journal": sink}
+    monkeypatch.setenv("VMSNAPSHOT_STATE_DIR", paths["state"])
+    monkeypatch.setenv("VMSNAPSHOT_METRICS_DIR", paths["metrics"])
+    monkeypatch.setenv("VMSNAPSHOT_JOURNAL_SOCKET", sink.path)
+    monkeypatch.setenv("VMSNAPSHOT_SYSLOG_SOCKET",
+                       os.path.join(short, "no-syslog"))
+    monkeypatch.delenv("VMSNAPSHOT_HISTORY_KEEP", raising=False)
+    try:
+        yield paths
+    finally:
+        sink.close()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture

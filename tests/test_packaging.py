@@ -180,6 +180,11 @@ def test_deb_contents(deb) -> None:
         "vmsnapshot/_freeze_build.py"}
     for hook, mode in source_hooks().items():
         assert files[hook] == (mode, "root/root"), hook
+    for unit in ("vmsnapshot@.service", "vmsnapshot@.timer"):
+        assert files["/lib/systemd/system/" + unit] == ("-rw-r--r--",
+                                                        "root/root"), unit
+    assert files["/usr/lib/tmpfiles.d/vmsnapshot.conf"] == ("-rw-r--r--",
+                                                            "root/root")
     conffiles = sh("dpkg-deb", "--info", deb, "conffiles").split()
     assert sorted(conffiles) == sorted(TEMPLATES)
     depends = sh("dpkg-deb", "--field", deb, "Depends")
@@ -331,6 +336,10 @@ def test_rpm_files_and_modes_match_the_deb(rpm, deb) -> None:
     assert "/usr/share/man/man8/vmsnapshot.8.gz" in files
     assert any(f.endswith("/vmsnapshot/_freeze.abi3.so") for f in files)
     assert python_files(files) == python_files(debfiles)
+    for unit in ("vmsnapshot@.service", "vmsnapshot@.timer"):
+        assert files["/usr/lib/systemd/system/" + unit] == ("-rw-r--r--",
+                                                            "root/root")
+    assert files["/usr/lib/tmpfiles.d/vmsnapshot.conf"][0] == "-rw-r--r--"
     for hook, mode in source_hooks().items():
         assert files[hook] == (mode, "root/root"), hook
     # Same modes for what both ship at the same path (.so modes differ by

@@ -18,14 +18,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vmsnapshot")
 
-EXIT_INTERNAL = 70      # EX_SOFTWARE: a bug, not a failed snapshot
+EXIT_INTERNAL = os.EX_SOFTWARE   # 70: a bug, not a failed snapshot
+
+
+LEVELS = ("application", "filesystem", "crash", "failed")
+
+_EPILOG = """\
+configuration: the first file found of
+  /etc/vmsnapshot/vmsnapshot.toml
+  /etc/azure/VMSnapshotPluginHost.conf
+  /etc/azure/VMSnapshotScriptPluginConfig.json
+is used (--config PATH overrides; 'vmsnapshot check' shows which).
+results: 'vmsnapshot status', 'journalctl -t vmsnapshot'.
+See the vmsnapshot(8) manual page: man 8 vmsnapshot"""
+
+_THAW_USAGE = """\
+vmsnapshot thaw: nothing done. 'vmsnapshot thaw --recover' thaws what a
+killed vmsnapshot run left frozen (its state file in /run/vmsnapshot), and
+only that. A run that ends normally thaws by itself; to thaw a freeze made
+by another program, use 'fsfreeze -u MOUNTPOINT'."""
+
+
+def _freeze_timeout(text: str) -> float:
+    """--freeze-timeout: the config key's rule, as a usage error (exit 2)."""
+    from vmsnapshot.config.model import freeze_timeout_problem
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be a number of seconds, not %r" % text) from None
+    problem = freeze_timeout_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            "must be a whole number above 0, not %r" % text)
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
+    # -v is accepted before and after the subcommand; both counts add up.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        dest="sub_verbose",
+                        help="more log output on stderr (-vv for debug)")
     p = argparse.ArgumentParser(
         prog="vmsnapshot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Application-consistent snapshots: pre-scripts, "
-                    "filesystem freeze, snapshot, thaw, post-scripts.")
+                    "filesystem freeze, snapshot, thaw,\npost-scripts.",
+        epilog=_EPILOG)
     p.add_argument("--version", action="version",
                    version="vmsnapshot " + __version__)
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -33,29 +83,60 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    def add(name: str, help_text: str, description: str = ""
+            ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, parents=[common],
+            description=description or help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+
     def selection(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--mount", action="append", default=[],
                         metavar="PATH",
-                        help="freeze only this mount point (repeatable)")
+                        help="freeze only this mount point (repeatable); "
+                             "without it every eligible filesystem is "
+                             "frozen, / included")
         sp.add_argument("--exclude", action="append", default=[],
                         metavar="GLOB",
                         help="never freeze mounts matching GLOB (repeatable)")
 
-    sp = sub.add_parser("mounts", help="list mounts and what would be frozen")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--config", metavar="PATH",
-                    help="take include/exclude from this configuration")
+    def config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", metavar="PATH",
+                        help="this configuration file instead of the search "
+                             "path (see vmsnapshot --help)")
+
+    sp = add("mounts", "list mounts and what would be frozen",
+             "List the mounts that matter: whether a run would freeze each, "
+             "why not, its\nfreeze wave. Pseudo filesystems (proc, sysfs, "
+             "tmpfs...) only with --all.")
+    sp.add_argument("--json", action="store_true",
+                    help="print the list as JSON")
+    sp.add_argument("--all", action="store_true",
+                    help="also list pseudo filesystems")
+    config(sp)
     selection(sp)
 
-    sp = sub.add_parser("check", help="validate configuration, trust and "
-                                      "scripts without running anything")
-    sp.add_argument("--config", metavar="PATH")
+    sp = add("check", "validate configuration, trust and scripts without "
+                      "running anything")
+    config(sp)
 
-    sp = sub.add_parser("run", help="the whole cycle")
-    sp.add_argument("--config", metavar="PATH")
+    sp = add("run", "the whole cycle: pre-scripts, freeze, snapshot, thaw, "
+                    "post-scripts, report",
+             "Run the whole cycle in one process.\n\n"
+             "Without --mount, EVERY eligible filesystem is frozen, / "
+             "included: every writer\non the machine waits until the thaw. "
+             "'vmsnapshot mounts' lists them.")
+    config(sp)
     selection(sp)
-    sp.add_argument("--freeze-timeout", type=float, metavar="SECONDS",
-                    help="watchdog deadline, counted from the freeze start")
+    sp.add_argument("--freeze-timeout", type=_freeze_timeout,
+                    metavar="SECONDS",
+                    help="watchdog deadline, counted from the freeze start "
+                         "(above 0, at most 3600; default: the "
+                         "configuration's, else 60)")
+    sp.add_argument("--require", choices=LEVELS, default="filesystem",
+                    metavar="LEVEL",
+                    help="exit non-zero when the consistency level is below "
+                         "LEVEL: application, filesystem (default) or crash")
     sp.add_argument("--json", action="store_true",
                     help="print the status report as JSON on stdout")
     sp.add_argument("--status-file", metavar="PATH",
@@ -64,43 +145,70 @@ def _parser() -> argparse.ArgumentParser:
                     metavar="-- SNAPSHOT_COMMAND",
                     help="command that takes the snapshot while frozen")
 
-    sp = sub.add_parser("thaw", help="thaw what a killed run left frozen")
-    sp.add_argument("--recover", action="store_true", required=True)
-    sp.add_argument("--json", action="store_true")
+    sp = add("thaw", "thaw what a killed run left frozen (--recover)",
+             "Thaw what a killed vmsnapshot run left frozen, as listed in "
+             "its state file in\n/run/vmsnapshot; never a freeze of another "
+             "process.")
+    sp.add_argument("--recover", action="store_true",
+                    help="do it (a reminder that only a killed run's "
+                         "freeze is thawed)")
+    sp.add_argument("--json", action="store_true",
+                    help="print what was done as JSON")
 
-    sp = sub.add_parser(
-        "pre", help="split cycle, first half: pre-scripts and the freeze, "
-                    "held by a background holder until 'post'")
-    sp.add_argument("--config", metavar="PATH")
+    sp = add("pre", "split cycle, first half: pre-scripts and the freeze, "
+                    "held until 'post'",
+             "For backup agents that take the snapshot themselves: run the "
+             "pre-scripts and,\nunless --no-freeze, freeze; a background "
+             "holder keeps the lock, the held\nscripts and the freeze until "
+             "'vmsnapshot post' or the freeze deadline.\nExit 0: take the "
+             "snapshot now; 3: refused, everything undone.\n\nWithout "
+             "--mount, EVERY eligible filesystem is frozen, / included.")
+    config(sp)
     selection(sp)
     sp.add_argument("--no-freeze", action="store_true",
                     help="do not freeze (the backup agent freezes itself)")
-    sp.add_argument("--freeze-timeout", type=float, metavar="SECONDS",
-                    help="deadline for 'post', counted from the freeze start")
+    sp.add_argument("--freeze-timeout", type=_freeze_timeout,
+                    metavar="SECONDS",
+                    help="deadline for 'post', counted from the freeze start "
+                         "(above 0, at most 3600)")
     sp.add_argument("--trigger", default="pre/post", metavar="NAME",
                     help=argparse.SUPPRESS)
 
-    sp = sub.add_parser(
-        "post", help="split cycle, second half: thaw, release, "
-                     "post-scripts, report")
+    sp = add("post", "split cycle, second half: thaw, release, "
+                     "post-scripts, report",
+             "Finish what 'vmsnapshot pre' holds: thaw, release the held "
+             "pre-scripts, run the\npost-scripts, print the report. Exit "
+             "status as for 'run'.")
     sp.add_argument("--failed", action="store_true",
                     help="the backup agent took no snapshot")
+    sp.add_argument("--require", choices=LEVELS, default="filesystem",
+                    metavar="LEVEL",
+                    help="exit non-zero when the consistency level is below "
+                         "LEVEL: application, filesystem (default) or crash")
     sp.add_argument("--json", action="store_true",
                     help="print the status report as JSON on stdout")
     sp.add_argument("--status-file", metavar="PATH",
                     help="also write the JSON report to PATH")
-    sp.add_argument("--require", default="filesystem",
-                    choices=["application", "filesystem", "crash"],
-                    help="exit 1 when the level is below LEVEL "
-                         "(default filesystem)")
 
     sp = sub.add_parser("__holder", help=argparse.SUPPRESS)
     sp.add_argument("--args", required=True)
     sp.add_argument("--notify", required=True)
 
-    sp = sub.add_parser("hook", help="qemu-guest-agent fsfreeze-hook mode")
-    sp.add_argument("action", choices=["freeze", "thaw"])
-    sp.add_argument("--config", metavar="PATH")
+    sp = add("hook", "qemu-guest-agent fsfreeze-hook mode",
+             "qemu-guest-agent's fsfreeze-hook convention: 'freeze' runs the "
+             "pre phase (the\nagent freezes), 'thaw' the post phase and the "
+             "report.")
+    sp.add_argument("action", choices=["freeze", "thaw"],
+                    help="freeze: pre-scripts; thaw: post-scripts, report")
+    config(sp)
+
+    sp = add("status", "the last runs from the history, newest first",
+             "The last runs saved in /var/lib/vmsnapshot/runs, newest first: "
+             "when, trigger,\nlevel, snapshot, freeze window, errors.")
+    sp.add_argument("--json", action="store_true",
+                    help="print the full reports as JSON")
+    sp.add_argument("-n", type=_positive, default=10, metavar="N",
+                    help="how many runs (default 10)")
     return p
 
 
@@ -118,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Nothing may be written while filesystems are frozen, not even .pyc.
     sys.dont_write_bytecode = True
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose + args.sub_verbose)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -128,10 +236,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # keep Python from complaining when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except Exception:  # a bug: short message, traceback only in the log
-        log.debug("internal error", exc_info=True)
-        print("vmsnapshot: internal error: %s (run with -vv for the "
-              "traceback)" % (sys.exc_info()[1],), file=sys.stderr)
+    except Exception as e:  # a bug: one short line, the traceback logged
+        from vmsnapshot.results import internal_error
+        where = internal_error(e, "vmsnapshot " + args.command)
+        print("vmsnapshot: internal error: %s: %s (traceback %s)" % (
+            type(e).__name__, e,
+            {"journal": "in the journal: journalctl -t vmsnapshot",
+             "syslog": "in syslog (vmsnapshot)"}.get(where, "above")),
+            file=sys.stderr)
         return EXIT_INTERNAL
 
 
@@ -141,7 +253,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         freeze = _freeze_settings(args.config)
         return mounts_command(args.json, args.mount,
                               list(freeze.exclude) + args.exclude,
-                              include=freeze.include)
+                              include=freeze.include, show_all=args.all)
     if args.command == "check":
         from vmsnapshot.commands.check import check_command
         return check_command(args.config)
@@ -152,8 +264,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                            freeze_timeout=args.freeze_timeout,
                            json_output=args.json,
                            status_file=args.status_file,
-                           snapshot=_strip_dashdash(args.snapshot))
+                           snapshot=_strip_dashdash(args.snapshot),
+                           require=args.require)
     if args.command == "thaw":
+        if not args.recover:
+            print(_THAW_USAGE, file=sys.stderr)
+            return 2
         from vmsnapshot.commands.thaw import thaw_command
         return thaw_command(json_output=args.json)
     if args.command == "pre":
@@ -170,6 +286,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "hook":
         from vmsnapshot.commands.hook import hook_command
         return hook_command(args.action, args.config)
+    if args.command == "status":
+        from vmsnapshot.commands.status import status_command
+        return status_command(args.json, args.n)
     raise AssertionError(args.command)
 
 

@@ -56,7 +56,9 @@ def run_cycle(opts: RunOptions) -> Report:
     except VmsnapshotError as e:
         o.refused = e.record()
     except Exception as e:  # a bug: keep what was gathered, log the rest
-        log.error("internal error", exc_info=True)
+        # Everything is thawed by now (the finally blocks ran).
+        from vmsnapshot.results import internal_error
+        internal_error(e, "the run")
         o.internal_error = "%s: %s" % (type(e).__name__, e)
     return judge(o)
 

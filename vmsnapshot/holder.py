@@ -82,9 +82,13 @@ def hold(args: HolderArgs, notify_path: str) -> int:
         _forget(UNCLAIMED_NAME)         # a new cycle: that one is history
         write_status_file({"pid": os.getpid(), "args": args.dumps()},
                           path(MARKER_NAME))
-        o = Outcomes(split=True, agent_froze=args.no_freeze)
+        o = Outcomes(trigger=args.trigger, split=True,
+                     agent_froze=args.no_freeze)
         conn = _cycle(args, notify, o)
-        _finish(judge(o), conn)     # before the lock goes: one cycle's end
+        report = judge(o)
+        _finish(report, conn)       # before the lock goes: one cycle's end
+        from vmsnapshot.results import publish   # after the thaw
+        publish(report.to_json())
     finally:
         _forget(MARKER_NAME)
         lock.release()
@@ -130,7 +134,9 @@ def _cycle(args: HolderArgs, notify: socket.socket, o: Outcomes
     except VmsnapshotError as e:
         o.refused = e.record()
     except Exception as e:  # a bug: keep what was gathered, log the rest
-        log.error("internal error", exc_info=True)
+        # Everything is thawed by now (the finally blocks ran).
+        from vmsnapshot.results import internal_error
+        internal_error(e, "the holder")
         o.internal_error = "%s: %s" % (type(e).__name__, e)
     if not told:
         _tell(notify, False, [o.refused] if o.refused else
@@ -286,7 +292,8 @@ def finish_for_dead_holder(pid: int, args: HolderArgs) -> Report:
     and its held scripts saw EOF, but nobody ran the post-scripts; run
     every plugin's (they undo what a pre-script may have done) and say
     that nothing vouches for the snapshot."""
-    o = Outcomes(split=True, agent_froze=args.no_freeze)
+    o = Outcomes(trigger=args.trigger, split=True,
+                 agent_froze=args.no_freeze)
     o.config, errors = load_run_config(RunOptions(args.config_path))
     o.config_errors = tuple(errors)
     o.post = tuple(run_phase(o.config.plugins, "post"))

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
-from vmsnapshot import policy
+import datetime
+
+from vmsnapshot import policy, runmeta
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.report import FreezeReport, MountReport, Report, SnapshotReport
@@ -37,6 +39,8 @@ class FreezeOutcome:
 class Outcomes:
     """Filled step by step by the cycle; each field is set once."""
 
+    trigger: str = "run"           # run, hook, pre/post, an adapter's name
+    started: datetime.datetime = field(default_factory=runmeta.utcnow)
     config: Config = field(default_factory=Config)
     refused: Optional[ErrorRecord] = None      # lock, stale state: nothing ran
     config_errors: Tuple[ErrorRecord, ...] = ()
@@ -150,8 +154,9 @@ def _exit_text(snap: SnapshotReport) -> str:
 def judge(o: Outcomes) -> Report:
     """The report of the run: errors in the order things happened, and the
     level, computed once from all of it."""
+    meta = runmeta.finish(o.trigger, o.started, sources=o.config.sources)
     if o.refused is not None:
-        return Report(policy.FAILED, False, (o.refused,))
+        return Report(policy.FAILED, False, (o.refused,), meta=meta)
     pre_errors = o.pre_errors
     errors: List[ErrorRecord] = list(o.config_errors) + pre_errors
     pre = policy.PreOutcome(
@@ -200,4 +205,4 @@ def judge(o: Outcomes) -> Report:
     return Report(level, snapshot_taken, tuple(errors),
                   tuple(o.released) + tuple(o.pre) + tuple(o.post),
                   tuple(mounts), freeze_report, snapshot,
-                  internal_error=o.internal_error)
+                  internal_error=o.internal_error, meta=meta)

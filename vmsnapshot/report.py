@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from vmsnapshot.errors import ErrorRecord
+from vmsnapshot.errtext import error_lines
+from vmsnapshot.runmeta import RunMeta
 
 LEVELS = ("application", "filesystem", "crash", "failed")
 
@@ -73,9 +75,11 @@ class Report:
     freeze: FreezeReport = field(default_factory=FreezeReport)
     snapshot: SnapshotReport = field(default_factory=SnapshotReport)
     internal_error: Optional[str] = None  # a bug cut the run short
+    meta: Optional[RunMeta] = None
 
     def to_json(self) -> Dict[str, Any]:
         out = {
+            **(self.meta.to_json() if self.meta else {}),
             "consistency": self.consistency,
             "snapshot_taken": self.snapshot_taken,
             "errors": [e.to_json() for e in self.errors],
@@ -119,8 +123,7 @@ class Report:
                 "timed out" if d["timed_out"] else
                 "exit %s after %d attempt(s)" % (d["returncode"],
                                                 d["attempts"])))
-        for e in self.errors:
-            lines.append("error: " + str(e))
+        lines += error_lines(self.errors, prefix="error: ")
         if self.internal_error:
             lines.append("internal error: " + self.internal_error)
         return _console_safe("\n".join(lines))

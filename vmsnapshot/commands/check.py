@@ -19,6 +19,7 @@ from vmsnapshot.config.problems import under_root
 from vmsnapshot.config.search import (
     CONF_D, FORMAT_NAMES, NATIVE_PATH, SEARCH_ORDER, Sources, read_sources)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
+from vmsnapshot.errtext import error_lines
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -210,8 +211,8 @@ def check_command(config_path: Optional[str], root: str = "/") -> int:
                                 Config(), problems, out)
     for line in out:
         print(line)
-    for record in problems:
-        print(record)
+    for line in error_lines(problems):
+        print(line)
     level, why = _prediction(config, config_ok, pre_ok, module_ok, plan_ok)
     print(_summary(level, why, len(problems)))
     return EXIT_OK if not problems else EXIT_PROBLEMS

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.mountinfo import read_mountinfo
+from vmsnapshot.mountinfo import fstype_kind, read_mountinfo
 from vmsnapshot.mounts import format_table, plan, to_json
 
 EXIT_OK = 0
@@ -15,13 +15,18 @@ EXIT_USAGE = 2
 
 
 def mounts_command(json_output: bool, selected: Sequence[str],
-                   exclude: Sequence[str], include: Sequence[str] = ()) -> int:
+                   exclude: Sequence[str], include: Sequence[str] = (),
+                   show_all: bool = True) -> int:
     try:
         decisions = plan(read_mountinfo(), selected=selected,
                          include=include, exclude=exclude)
     except VmsnapshotError as e:
         print("vmsnapshot: %s" % e.record(), file=sys.stderr)
         return EXIT_USAGE
+    if not show_all and not selected:
+        # proc, sysfs, cgroup...: a dozen rows that never matter here.
+        decisions = [d for d in decisions
+                     if fstype_kind(d.info.fstype) != "pseudo filesystem"]
     if json_output:
         print(json.dumps(to_json(decisions), indent=2))
     else:

@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from vmsnapshot import exitstatus, policy
 from vmsnapshot.cycle import RunOptions, run_cycle
+from vmsnapshot.errors import Catalogue, ErrorRecord
+from vmsnapshot.errtext import error_lines
 from vmsnapshot.report import Report, write_status_file
 
 log = logging.getLogger(__name__)
@@ -19,7 +21,10 @@ def run_command(config_path: Optional[str], mounts: Sequence[str],
                 require: str = policy.FILESYSTEM) -> int:
     report = run_cycle(RunOptions(config_path, tuple(mounts), tuple(exclude),
                                   freeze_timeout, tuple(snapshot)))
-    return deliver(report, json_output, status_file, require)
+    status = deliver(report, json_output, status_file, require)
+    from vmsnapshot.results import publish    # after the thaw, never before
+    publish(report.to_json())
+    return status
 
 
 def deliver(report: Report, json_output: bool, status_file: Optional[str],
@@ -48,8 +53,8 @@ def deliver_json(data: Dict[str, Any], json_output: bool,
               else data["summary"], flush=True)
     except OSError as e:
         log.error("could not print the report: %s", e)
-    if json_output:     # the summary on stdout already lists them
-        for error in report["errors"]:
-            log.warning("%s (%d): %s", error["name"], error["code"],
-                        error["message"])
+    if json_output and report["errors"]:   # the summary already lists them
+        log.warning("%s", "\n".join(error_lines(
+            [ErrorRecord(Catalogue.by_name(e["name"]), e["message"])
+             for e in report["errors"]])))
     return status

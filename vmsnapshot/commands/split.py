@@ -77,6 +77,8 @@ def _died(dead: Optional[Tuple[int, holder.HolderArgs]]
     print("vmsnapshot post: the holder died before this post; running the "
           "post-scripts", file=sys.stderr)
     report = holder.finish_for_dead_holder(*dead)
+    from vmsnapshot.results import publish
+    publish(report.to_json())
     return {"report": report.to_json(), "summary": report.summary()}
 
 

@@ -1,0 +1,68 @@
+"""Who, when and where of one run: the metadata every report carries
+(design.md, "Status report"), so a report found in the journal, the history
+or a fleet's metrics says which run, host and version it came from."""
+from __future__ import annotations
+
+import datetime
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from vmsnapshot import __version__
+
+
+def rfc3339(when: datetime.datetime) -> str:
+    """UTC with milliseconds and a Z: 2026-11-29T20:00:00.123Z."""
+    when = when.astimezone(datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (
+        when.microsecond // 1000)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    run_id: str
+    trigger: str                 # "run", "hook", "pre/post", an adapter
+    started_at: str              # RFC 3339 UTC
+    ended_at: str
+    hostname: str
+    version: str
+    config_sources: Tuple[str, ...] = ()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"run_id": self.run_id, "trigger": self.trigger,
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "hostname": self.hostname, "version": self.version,
+                "config_sources": list(self.config_sources)}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def config_sources(config_path: Optional[str]) -> Tuple[str, ...]:
+    """The file a run reads: the one given, else the first of the search
+    order (an absent configuration gives ())."""
+    from vmsnapshot.config.search import config_file
+    try:
+        path, _ = config_file(config_path)
+    except OSError:
+        return ()
+    return (path,) if path else ()
+
+
+def finish(trigger: str, started: datetime.datetime,
+           config_path: Optional[str] = None,
+           sources: Optional[Sequence[str]] = None,
+           run_id: Optional[str] = None) -> RunMeta:
+    """The metadata of a run that started at STARTED and ends now."""
+    return RunMeta(
+        run_id=run_id or new_run_id(), trigger=trigger,
+        started_at=rfc3339(started), ended_at=rfc3339(utcnow()),
+        hostname=socket.gethostname(), version=__version__,
+        config_sources=tuple(sources if sources is not None
+                             else config_sources(config_path)))
