@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import ROOT, skip_or_fail
 
