@@ -190,9 +190,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--status-file", metavar="PATH",
                     help="also write the JSON report to PATH")
 
+    # Internal: how `pre` starts its holder as a systemd transient unit.
     sp = sub.add_parser("__holder", help=argparse.SUPPRESS)
-    sp.add_argument("--args", required=True)
-    sp.add_argument("--notify", required=True)
+    sp.add_argument("--args", required=True, help="the holder's arguments")
+    sp.add_argument("--notify", required=True,
+                    help="the socket of the waiting `pre`")
 
     sp = add("hook", "qemu-guest-agent fsfreeze-hook mode",
              "qemu-guest-agent's fsfreeze-hook convention: 'freeze' runs the "

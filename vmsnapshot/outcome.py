@@ -107,7 +107,9 @@ def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
                 Catalogue.FS_FREEZE_TIMEOUT,
                 "the watchdog fired after %gs, before any mount finished "
                 "freezing" % f.report.timeout_s))
-        elif not (f is not None and f.stopped_early):
+        elif not errors and not (f is not None and f.stopped_early):
+            # Nothing else explains it: nothing selected, or nothing that
+            # can freeze (EOPNOTSUPP is no error of its own).
             errors.append(ErrorRecord(
                 Catalogue.NOTHING_FROZEN,
                 "freezing is enabled but no selected filesystem was frozen "
@@ -117,10 +119,14 @@ def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
     snap = o.snapshot
     if snap is not None and snap.command:
         held = held and snap.finished_while_frozen
-    if f.report.auto_thawed:
+    late = o.split and o.post_in_time is False
+    if f.report.auto_thawed or late:
+        held = False
         errors.append(ErrorRecord(
             Catalogue.FS_FREEZE_TIMEOUT,
             "the watchdog thawed after %gs, before the snapshot finished"
+            % f.report.timeout_s if not late else
+            "no post within %gs of the freeze: thawed at the deadline"
             % f.report.timeout_s))
     return (f.all_frozen and not o.open_errors and o.no_session is None,
             held, errors)
