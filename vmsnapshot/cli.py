@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("hook", help="qemu-guest-agent fsfreeze-hook mode")
     sp.add_argument("action", choices=["freeze", "thaw"])
     sp.add_argument("--config", metavar="PATH")
+
+    sp = sub.add_parser("azure", help="let the Azure Backup extension run "
+                                      "vmsnapshot (enable) or undo it")
+    sp.add_argument("action", choices=["enable", "disable"])
+    sp.add_argument("--root", default="", metavar="DIR",
+                    help="files under DIR instead of / (images, tests)")
+    sp.add_argument("--timeout", type=_azure_timeout, metavar="SECONDS",
+                    help="timeoutInSeconds for the wrappers (1-1800)")
     return p
 
 
@@ -129,6 +137,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "hook":
         from vmsnapshot.commands.hook import hook_command
         return hook_command(args.action, args.config)
+    if args.command == "azure":
+        from vmsnapshot.commands.azure import azure_command
+        return azure_command(args.action, args.root, args.timeout)
     raise AssertionError(args.command)
 
 
@@ -142,6 +153,14 @@ def _freeze_settings(config_path: Optional[str]) -> "FreezeSettings":
     except VmsnapshotError as e:
         log.warning("configuration ignored: %s", e.record())
         return FreezeSettings()
+
+
+def _azure_timeout(text: str) -> int:
+    # The extension caps timeoutInSeconds at 1800.
+    value = int(text)
+    if not 1 <= value <= 1800:
+        raise argparse.ArgumentTypeError("must be 1 to 1800 seconds")
+    return value
 
 
 def _strip_dashdash(argv: List[str]) -> List[str]:
