@@ -178,11 +178,28 @@ def test_google_timeout_default_and_bounds(rec, tmp_path) -> None:
         assert rec.calls() == ["pre --trigger google --freeze-timeout " + want]
 
 
-def test_google_failures_are_script_errors_not_timeouts(rec) -> None:
-    for rc in ("3", "124", "1"):
+def test_google_failures_are_script_errors(rec) -> None:
+    for rc in ("1", "2", "3", "70"):
         rec.env["FAKE_RC"] = rc
         res = google_agent(adapter("google", "pre.sh"), "", rec.env)
         assert res.verdict == "UNHANDLED_SCRIPT_ERROR", (rc, res)
+
+
+def test_google_agent_kill_reaches_vmsnapshot(tmp_path) -> None:
+    """The agent SIGKILLs only the script at its timeout: the script must
+    be vmsnapshot itself (exec), not a shell that leaves it running with
+    the agent's pipes open."""
+    pids = str(tmp_path / "pids")
+    fake = write_script(str(tmp_path / "slow-vmsnapshot"),
+                        'echo $$ > "%s"\nexec sleep 60\n' % pids)
+    env = dict(os.environ, VMSNAPSHOT="sh " + fake,
+               VMSNAPSHOT_ADAPTERS=ADAPTERS,
+               VMSNAPSHOT_GOOGLE_CONFIG=str(tmp_path / "none"))
+    res = google_agent(adapter("google", "pre.sh"), "", env, timeout_s=2)
+    assert res.verdict == "SCRIPT_TIMED_OUT"
+    assert res.eof_wait_s < 5
+    with open(pids) as f:
+        assert int(f.read()) == res.pid
 
 
 def test_qemu_hook_entry(rec) -> None:

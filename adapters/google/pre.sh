@@ -10,6 +10,8 @@
 # freeze must fit in it. The same value bounds the freeze (watchdog
 # deadline, --freeze-timeout): if post.sh has not come by then, the agent's
 # request is over anyway and vmsnapshot thaws (the report says crash).
+# exec: the agent's SIGKILL at its timeout must hit vmsnapshot itself (its
+# guardian then undoes the freeze), and vmsnapshot never exits 124.
 . "${VMSNAPSHOT_ADAPTERS:-/usr/share/vmsnapshot/adapters}/lib/adapter.sh"
 cfg=${VMSNAPSHOT_GOOGLE_CONFIG:-/etc/default/instance_configs.cfg}
 timeout=$(vms_ini_get "$cfg" Snapshots timeout_in_seconds)
@@ -17,5 +19,4 @@ case $timeout in
 '' | *[!0-9]* | 0) timeout=60 ;;
 esac
 [ "$timeout" -le 3600 ] || timeout=3600
-vms_run pre --trigger google --freeze-timeout "$timeout"
-vms_status google
+vms_exec pre --trigger google --freeze-timeout "$timeout"

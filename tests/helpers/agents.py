@@ -26,6 +26,7 @@ class AgentResult:
     verdict: str                # the agent's own word for the outcome
     output: bytes = b""
     eof_wait_s: float = 0.0     # how long the pipes stayed open after exit
+    pid: int = 0                # the process the agent started
 
 
 def _drain(proc: subprocess.Popen, started: float
@@ -93,10 +94,10 @@ def google_agent(script: str, disks: str, env: Dict[str, str],
     out, eof_wait = _drain(proc, started)
     rc = proc.returncode
     if time.monotonic() - started > timeout_s:
-        return AgentResult(124, "SCRIPT_TIMED_OUT", out, eof_wait)
+        return AgentResult(124, "SCRIPT_TIMED_OUT", out, eof_wait, proc.pid)
     verdict = {0: "NO_ERROR", 124: "SCRIPT_TIMED_OUT"}.get(
         rc, "UNHANDLED_SCRIPT_ERROR")
-    return AgentResult(rc, verdict, out, eof_wait)
+    return AgentResult(rc, verdict, out, eof_wait, proc.pid)
 
 
 def vmware_tools(scripts_dir: str, op: str, env: Dict[str, str]
