@@ -165,6 +165,8 @@ def test_disable_refuses_when_the_json_was_replaced_by_hand(root, env) -> None:
 def test_timeout_option_bounds(root, env) -> None:
     res = azure(root, env, "enable", "--timeout", "1801")
     assert res.returncode == 2 and "1 to 1800" in res.stderr
+    res = azure(root, env, "enable", "--timeout", "soon")
+    assert res.returncode == 2 and "1 to 1800" in res.stderr
     assert azure(root, env, "enable", "--timeout", "900").returncode == 0
     with open(at(root, JSON_PATH)) as f:
         assert json.load(f)["timeoutInSeconds"] == 900
@@ -211,3 +213,24 @@ def test_plugin_host_runs_the_enabled_wrappers(root, env, tmp_path) -> None:
     env["FAKE_RC"] = "3"
     res = azure_plugin_host(json_path, "pre", env, poll_s=0.2)
     assert (res.returncode, res.verdict) == (3, "failed")
+
+
+def test_enable_refuses_plugins_the_plugin_host_file_adds(root, env) -> None:
+    """Plugins named in VMSnapshotPluginHost.conf would run twice (by the
+    extension and by vmsnapshot): refuse; naming only the JSON is fine."""
+    host = at(root, "etc/azure/VMSnapshotPluginHost.conf")
+    write_file(host, "[pre_post]\nnumberOfPlugins: 2\n"
+               "pluginName0: ScriptRunner\npluginPath0: /etc/azure\n"
+               "pluginConfigPath0: /etc/azure/VMSnapshotScriptPluginConfig.json\n"
+               "pluginName1: Oracle\npluginPath1: /etc/azure\n"
+               "pluginConfigPath1: /etc/azure/oracle.json\n", 0o600)
+    res = azure(root, env, "enable")
+    assert res.returncode == 1
+    assert "ConfigConflict (132)" in res.stderr
+    assert "/etc/azure/oracle.json" in res.stderr
+    assert not os.path.exists(at(root, JSON_PATH))
+    write_file(host, "[pre_post]\nnumberOfPlugins: 1\n"
+               "pluginName0: ScriptRunner\npluginPath0: /etc/azure\n"
+               "pluginConfigPath0: /etc/azure/VMSnapshotScriptPluginConfig.json\n",
+               0o600)
+    assert azure(root, env, "enable").returncode == 0

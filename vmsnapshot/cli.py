@@ -157,7 +157,10 @@ def _freeze_settings(config_path: Optional[str]) -> "FreezeSettings":
 
 def _azure_timeout(text: str) -> int:
     # The extension caps timeoutInSeconds at 1800.
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if not 1 <= value <= 1800:
         raise argparse.ArgumentTypeError("must be 1 to 1800 seconds")
     return value

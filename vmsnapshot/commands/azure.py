@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import List, Optional
@@ -27,6 +28,7 @@ from vmsnapshot.errors import Catalogue, ErrorRecord
 
 log = logging.getLogger(__name__)
 
+PLUGIN_HOST = "/etc/azure/VMSnapshotPluginHost.conf"
 DROP_IN = "/etc/vmsnapshot/conf.d/azure-plugin.toml"
 ORIGINAL = "/etc/vmsnapshot/azure-original.json"
 MARK = "# Written by `vmsnapshot azure enable`"
@@ -47,12 +49,27 @@ class Paths:
     azure_json: str
     drop_in: str
     original: str
+    plugin_host: str
 
     @classmethod
     def under(cls, root: str) -> "Paths":
         def at(path: str) -> str:
             return os.path.join(root, path.lstrip("/")) if root else path
-        return cls(at(AZURE_JSON), at(DROP_IN), at(ORIGINAL))
+        return cls(at(AZURE_JSON), at(DROP_IN), at(ORIGINAL),
+                   at(PLUGIN_HOST))
+
+
+def _other_host_plugins(path: str) -> List[str]:
+    """JSON files the plugin host file names besides AZURE_JSON. The
+    extension would run those plugins itself and vmsnapshot (which reads
+    that file too) again: enable refuses rather than run them twice."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    found = re.findall(r"(?im)^\s*pluginConfigPath\d+\s*[:=]\s*(\S+)", text)
+    return [p for p in found if os.path.normpath(p) != AZURE_JSON]
 
 
 def _write(path: str, data: bytes, dir_mode: int) -> None:
@@ -151,6 +168,13 @@ def enable(paths: Paths, timeout: Optional[int] = None) -> List[str]:
     if current is not None and is_wrapper_config(current):
         return ["already enabled: %s runs vmsnapshot's wrappers"
                 % paths.azure_json]
+    others = _other_host_plugins(paths.plugin_host)
+    if others:
+        raise AzureModeError(
+            Catalogue.CONFIG_CONFLICT,
+            "%s also names %s: the extension would run those plugins and "
+            "vmsnapshot again; move them to /etc/vmsnapshot/conf.d/ first"
+            % (paths.plugin_host, ", ".join(others)))
     if os.path.lexists(paths.original):
         raise AzureModeError(
             Catalogue.CONFIG_CONFLICT,
