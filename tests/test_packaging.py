@@ -335,6 +335,26 @@ def test_check_installed_templates(installed) -> None:
     assert "InsufficientPermissionforPre-Script" in res.stdout
 
 
+def test_azure_enable_in_the_installed_root(installed) -> None:
+    """enable names the wrappers where the package put them, root-only as
+    Microsoft's extension wants; disable leaves /etc/azure as it was."""
+    res = in_root(installed, SBIN, "azure", "enable", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        with open(installed + AZURE_JSON, encoding="utf-8") as f:
+            data = json.load(f)
+        assert stat.S_IMODE(os.stat(installed + AZURE_JSON).st_mode) == 0o600
+        for key in ("preScriptLocation", "postScriptLocation"):
+            assert data[key].startswith(ADAPTERS + "azure/"), data
+            st = os.stat(installed + data[key])
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, 0)
+            in_root(installed, "dash", "-n", data[key])
+    finally:
+        res = in_root(installed, SBIN, "azure", "disable", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not os.path.lexists(installed + AZURE_JSON)
+
+
 def test_freeze_inside_the_root(installed, loopfs_factory) -> None:
     """The installed extension freezes and thaws a loop filesystem this test
     made, bind-mounted into the root; nothing else is visible to freeze."""
