@@ -33,8 +33,7 @@ $(VENV)/.deps-ok: pyproject.toml
 	$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=61" wheel "cffi>=1.15" packaging \
-		"tomli; python_version<'3.11'" "pytest>=7" "hypothesis>=6"
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 build: deps

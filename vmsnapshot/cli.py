@@ -68,6 +68,36 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--recover", action="store_true", required=True)
     sp.add_argument("--json", action="store_true")
 
+    sp = sub.add_parser(
+        "pre", help="split cycle, first half: pre-scripts and the freeze, "
+                    "held by a background holder until 'post'")
+    sp.add_argument("--config", metavar="PATH")
+    selection(sp)
+    sp.add_argument("--no-freeze", action="store_true",
+                    help="do not freeze (the backup agent freezes itself)")
+    sp.add_argument("--freeze-timeout", type=float, metavar="SECONDS",
+                    help="deadline for 'post', counted from the freeze start")
+    sp.add_argument("--trigger", default="pre/post", metavar="NAME",
+                    help=argparse.SUPPRESS)
+
+    sp = sub.add_parser(
+        "post", help="split cycle, second half: thaw, release, "
+                     "post-scripts, report")
+    sp.add_argument("--failed", action="store_true",
+                    help="the backup agent took no snapshot")
+    sp.add_argument("--json", action="store_true",
+                    help="print the status report as JSON on stdout")
+    sp.add_argument("--status-file", metavar="PATH",
+                    help="also write the JSON report to PATH")
+    sp.add_argument("--require", default="filesystem",
+                    choices=["application", "filesystem", "crash"],
+                    help="exit 1 when the level is below LEVEL "
+                         "(default filesystem)")
+
+    sp = sub.add_parser("__holder", help=argparse.SUPPRESS)
+    sp.add_argument("--args", required=True)
+    sp.add_argument("--notify", required=True)
+
     sp = sub.add_parser("hook", help="qemu-guest-agent fsfreeze-hook mode")
     sp.add_argument("action", choices=["freeze", "thaw"])
     sp.add_argument("--config", metavar="PATH")
@@ -134,6 +164,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "thaw":
         from vmsnapshot.commands.thaw import thaw_command
         return thaw_command(json_output=args.json)
+    if args.command == "pre":
+        from vmsnapshot.commands.split import pre_command
+        return pre_command(args.config, args.mount, args.exclude,
+                           args.freeze_timeout, args.no_freeze, args.trigger)
+    if args.command == "post":
+        from vmsnapshot.commands.split import post_command
+        return post_command(args.failed, args.require, args.json,
+                            args.status_file)
+    if args.command == "__holder":     # started by `pre` through systemd-run
+        from vmsnapshot.holder import HolderArgs, hold
+        return hold(HolderArgs.loads(args.args), args.notify)
     if args.command == "hook":
         from vmsnapshot.commands.hook import hook_command
         return hook_command(args.action, args.config)

@@ -129,47 +129,71 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap, o: Outcomes) -> None:
         post_phase(o.config, held, o)
 
 
-def _freeze_and_snapshot(opts: RunOptions,
-                         decisions: Sequence[mounts.MountDecision],
-                         held: Sequence[HeldHook], trap: SignalTrap,
-                         o: Outcomes) -> None:
-    settings = o.config.freeze
-    session: Optional[FreezeSession] = None
-    targets = []
-    if settings.enabled:
-        targets, unopened, open_errors = open_targets(decisions)
+class FreezeStep:
+    """The freeze of the selected mounts, as `run` and the split cycle's
+    holder both do it: start() opens, freezes (stoppable by a signal),
+    finish() thaws and records the outcome, whatever happened between."""
+
+    def __init__(self, decisions: Sequence[mounts.MountDecision],
+                 named: Sequence[str], o: Outcomes) -> None:
+        self.o = o
+        self.session: Optional[FreezeSession] = None
+        self.targets: list = []
+        self._decisions = decisions
+        self._named = named
+
+    def start(self, trap: SignalTrap) -> None:
+        o, settings = self.o, self.o.config.freeze
+        if not settings.enabled:
+            return
+        self.targets, unopened, open_errors = open_targets(self._decisions)
         o.unopened, o.open_errors = tuple(unopened), tuple(open_errors)
-        o.skipped_named = tuple(_named_but_not_frozen(decisions,
-                                                      opts.mounts))
-    try:
-        if targets:
+        o.skipped_named = tuple(_named_but_not_frozen(self._decisions,
+                                                      self._named))
+        if self.targets:
             try:
-                session = FreezeSession(targets, settings.timeout,
-                                        settings.presync)
+                self.session = FreezeSession(self.targets, settings.timeout,
+                                             settings.presync)
             except VmsnapshotError as e:
                 # No freeze is possible (module missing, guardian not
                 # started, guard refusal): a crash-consistent snapshot
                 # still beats none, and the report says so.
                 o.no_session = e.record()
+        if self.session is not None:
+            self.session.freeze(should_stop=trap.is_set)
+
+    def thaw(self) -> None:
+        if self.session is not None:
+            self.session.thaw()
+
+    def finish(self) -> None:
+        try:
+            if self.session is not None:
+                self.session.close()
+                self.o.freeze = _freeze_outcome(self.session)
+        finally:
+            close_targets(self.targets)
+            self.targets = []
+
+
+def _freeze_and_snapshot(opts: RunOptions,
+                         decisions: Sequence[mounts.MountDecision],
+                         held: Sequence[HeldHook], trap: SignalTrap,
+                         o: Outcomes) -> None:
+    step = FreezeStep(decisions, opts.mounts, o)
+    try:
         with logs_held_in_memory():
-            if session is not None:
-                session.freeze(should_stop=trap.is_set)
+            step.start(trap)
             if trap.received:
                 o.interrupt(trap.received, "during the freeze")
             else:
-                o.snapshot = run_snapshot(opts.snapshot, session, trap)
+                o.snapshot = run_snapshot(opts.snapshot, step.session, trap)
                 o.hooks_alive = all(h.alive() for h in held)
                 if trap.received:
                     o.interrupt(trap.received, "while frozen")
-            if session is not None:
-                session.thaw()
+            step.thaw()
     finally:
-        try:
-            if session is not None:
-                session.close()
-                o.freeze = _freeze_outcome(session)
-        finally:
-            close_targets(targets)
+        step.finish()
 
 
 def _freeze_outcome(session: FreezeSession) -> FreezeOutcome:

@@ -50,10 +50,14 @@ class Outcomes:
     skipped_named: Tuple[MountReport, ...] = ()
     no_session: Optional[ErrorRecord] = None
     freeze: Optional[FreezeOutcome] = None
-    # hook mode: the agent froze; True when its thaw came in time.
-    agent_thaw_in_time: Optional[bool] = None
-    agent_timeout_s: float = 0.0
-    snapshot: Optional[SnapshotReport] = None  # None: never started
+    # Split cycle (pre/post, hook): the agent takes the snapshot, and with
+    # --no-freeze freezes too. post_in_time: its post came before the
+    # deadline; agent_failed: post --failed, no snapshot was taken.
+    split: bool = False
+    agent_froze: bool = False
+    post_in_time: Optional[bool] = None
+    agent_failed: bool = False
+    snapshot: Optional[SnapshotReport] = None  # None: never reached
     hooks_alive: bool = True       # held hooks alive when the snapshot ended
     released: Tuple[ScriptResult, ...] = ()
     post: Tuple[ScriptResult, ...] = ()
@@ -73,18 +77,18 @@ class Outcomes:
 
 
 def _freeze_enabled(o: Outcomes) -> bool:
-    return o.agent_thaw_in_time is not None or o.config.freeze.enabled
+    return o.agent_froze or o.config.freeze.enabled
 
 
 def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
     """(every selected mount frozen by this run, nobody thawed before the
     snapshot finished, the errors that explain a no)."""
-    if o.agent_thaw_in_time is not None:            # hook mode
-        errors = [] if o.agent_thaw_in_time else [ErrorRecord(
+    if o.agent_froze:
+        errors = [] if o.post_in_time else [ErrorRecord(
             Catalogue.FS_FREEZE_TIMEOUT,
-            "no thaw hook within %gs of the freeze hook: the held "
-            "pre-scripts were released" % o.agent_timeout_s)]
-        return True, o.agent_thaw_in_time, errors
+            "no post within %gs of the pre: the held pre-scripts were "
+            "released" % o.config.freeze.timeout)]
+        return True, bool(o.post_in_time), errors
     if not o.config.freeze.enabled:
         return True, True, []
     errors = list(o.open_errors)
@@ -163,16 +167,19 @@ def judge(o: Outcomes) -> Report:
             mounts = o.freeze.mounts
         mounts = tuple(mounts) + o.unopened + o.skipped_named
         errors += _snapshot_errors(o.snapshot)
-        if o.snapshot is not None:
+        if o.agent_failed:
+            errors.append(ErrorRecord(
+                Catalogue.SNAPSHOT_COMMAND_FAILED,
+                "the backup agent took no snapshot (post --failed)"))
+        if o.split:
+            snapshot_taken = bool(o.post_in_time) and not o.agent_failed
+        elif o.snapshot is not None:
             snapshot_taken = (bool(o.snapshot.command)
                               and o.snapshot.returncode == 0)
-        if o.agent_thaw_in_time is not None:
-            snapshot_taken = o.agent_thaw_in_time
         released_ok = all(r.error is None or r.error in pre_errors
                           for r in o.released)
         stopped = o.freeze is not None and o.freeze.stopped_early
-        if (o.snapshot is not None or o.agent_thaw_in_time is not None) \
-                and not stopped:
+        if o.snapshot is not None and not stopped and not o.agent_failed:
             # Only a run that reached its snapshot has a level above failed.
             level = policy.level(pre, policy.FreezeOutcome(
                 all_frozen, held, o.hooks_alive and released_ok))

@@ -140,15 +140,17 @@ def _ms(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 3)
 
 
-def write_status_file(report: Report, path: str) -> None:
-    """Atomically replace PATH (write a temp file beside it, fsync, rename)
-    so a reader never sees half a report. Mode 600: it holds script output
-    and argv. Called only after the thaw."""
+def write_status_file(report: Any, path: str) -> None:
+    """Atomically replace PATH with REPORT as JSON (a Report, or its JSON
+    form): a temp file beside it, fsync, rename, so a reader never sees half
+    a report. Mode 600: it holds script output and argv. Called only after
+    the thaw."""
+    data = report.to_json() if isinstance(report, Report) else report
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(report.dumps() + "\n")
+            f.write(json.dumps(data, indent=2) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)

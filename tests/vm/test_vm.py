@@ -206,6 +206,36 @@ def test_run_freezes_root_and_data_application_consistent(happy_vm: Machine, tmp
     snapshot_cycle(happy_vm, "happy", str(tmp_path))
 
 
+def test_split_cycle_pre_host_snapshot_post(happy_vm: Machine, tmp_path) -> None:
+    """A backup agent's convention: `vmsnapshot pre` in the guest returns
+    with / and /data frozen and held by the holder, the host snapshots both
+    disks over QMP, then `vmsnapshot post`: as clean as with run."""
+    vm = happy_vm
+    vm.call("spawn", name="split-pre", argv=[VMSNAPSHOT, "pre"])
+    reply = vm.call("wait", name="split-pre", timeout=SCRIPT_STEP_S)
+    assert not reply["running"] and reply["rc"] == 0, (reply, vm.diagnostics())
+    probe = "/var/lib/vmtest/write-during-split"
+    vm.call("spawn", name="split-probe", argv=["/bin/sh", "-c", "echo late > " + probe])
+    assert vm.call("wait", name="split-probe", timeout=2)["running"], \
+        "a write to / went through between pre and post"
+    taken = vm.snapshot()
+    vm.call("spawn", name="split-post", argv=[VMSNAPSHOT, "post", "--json"])
+    rc, report = finish_run(vm, "split-post")
+    assert report["consistency"] == "application", report
+    assert rc == 0, report["_stderr"]
+    assert report["errors"] == [], report["errors"]
+    assert "/" in frozen_paths(report) and "/data" in frozen_paths(report)
+    assert [s["phase"] for s in report["scripts"]] == ["pre", "post"]
+    assert vm.call("wait", name="split-probe", timeout=30)["rc"] == 0
+    token = vm.read(RUN + "/quiesce-token").strip()
+    snap = Snapshot(taken, str(tmp_path))
+    try:
+        check_application_consistent(snap, token)
+        assert snap.read_root(probe) is None
+    finally:
+        snap.remove()
+
+
 # ---------------------------------------------------------------- faults
 
 @pytest.fixture(scope="module")
@@ -344,7 +374,7 @@ def test_qemu_guest_agent_drives_vmsnapshot_hooks(qga_vm: Machine, tmp_path) -> 
     assert thawed == frozen
     assert vm.read(RUN + "/hold.state").strip() == "released"
     assert vm.read(POST_MARKER[0]).strip() == token
-    report = json.loads(vm.read("/run/vmsnapshot/hook-status.json"))
+    report = json.loads(vm.read("/run/vmsnapshot/split-status.json"))
     assert report["consistency"] == "application", report
     assert report["errors"] == []
     assert [(s["phase"], s["returncode"]) for s in report["scripts"]] == \

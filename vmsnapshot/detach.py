@@ -1,0 +1,151 @@
+"""Start the holder so that it outlives its caller and the caller's cgroup.
+
+Backup agents run their scripts from a systemd service; `systemctl restart`
+of that service (package upgrades do it) kills every process in its cgroup,
+so a holder started as a plain child would die with its guardian and leave
+filesystems frozen. Where systemd runs, the holder is a transient unit of
+its own (systemd-run); elsewhere it forks, starts a new session, and moves
+into a cgroup of its own in the unified hierarchy when there is one it may
+write to. Either way its stdio is /dev/null: an agent that reads `pre`'s
+output until EOF must not wait for the holder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional
+
+log = logging.getLogger(__name__)
+
+SYSTEMD_RUN = "systemd-run"
+_PASSED_ENV = ("PYTHONPATH",)   # plus every VMSNAPSHOT_* variable
+
+
+def systemd_running() -> bool:
+    """sd_booted(3): systemd is PID 1 here."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def holder_argv(args_json: str, notify_path: str, unit: str) -> List[str]:
+    """systemd-run's command line for a holder (a transient service of its
+    own, reaped by systemd, not killed by the caller's unit)."""
+    argv = [SYSTEMD_RUN, "--quiet", "--collect", "--unit", unit,
+            "--service-type=exec", "--property=OOMScoreAdjust=-1000",
+            "--description=vmsnapshot holder (pre/post split cycle)"]
+    for name, value in sorted(os.environ.items()):
+        if name.startswith("VMSNAPSHOT_") or name in _PASSED_ENV:
+            argv.append("--setenv=%s=%s" % (name, value))
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv += ["--setenv=PYTHONPATH=%s" % package_dir, "--",
+             sys.executable, "-m", "vmsnapshot", "__holder",
+             "--args", args_json, "--notify", notify_path]
+    return argv
+
+
+def start_holder(args_json: str, notify_path: str, unit: str) -> None:
+    """Start the holder; returns at once in the caller. In the forked
+    child (no systemd) this never returns: it runs the holder and exits."""
+    if systemd_running() and shutil.which(SYSTEMD_RUN):
+        subprocess.run(holder_argv(args_json, notify_path, unit), check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        return
+    if os.fork() != 0:
+        return
+    status = 70
+    try:
+        _become_daemon()
+        from vmsnapshot.holder import HolderArgs, hold
+        status = hold(HolderArgs.loads(args_json), notify_path)
+    finally:
+        _leave_own_cgroup()
+        os._exit(status)
+
+
+def _become_daemon() -> None:
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    # Whatever else the agent handed to `pre` (pipes on fds above 2) must
+    # not stay open in the holder either.
+    os.closerange(3, _max_fd())
+    os.chdir("/")
+    _enter_own_cgroup()
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1024
+
+
+# -- the unified cgroup hierarchy, where no systemd manages it -------------
+
+_own: Optional[str] = None      # the cgroup this holder made for itself
+_came_from: Optional[str] = None
+
+
+def unified_mount() -> Optional[str]:
+    """Where the cgroup2 hierarchy is mounted, if it is."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8",
+                  errors="surrogateescape") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return left.split()[4]
+    except OSError:
+        pass
+    return None
+
+
+def _current(mount: str) -> Optional[str]:
+    with open("/proc/self/cgroup", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return os.path.join(mount, line[3:].strip().lstrip("/"))
+    return None
+
+
+def _move_self(cgroup: str) -> None:
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+        f.write("0")
+
+
+def _enter_own_cgroup() -> None:
+    global _own, _came_from
+    mount = unified_mount()
+    if mount is None or not os.access(mount, os.W_OK):
+        return
+    own = os.path.join(mount, "vmsnapshot-holder-%d" % os.getpid())
+    try:
+        _came_from = _current(mount)
+        os.mkdir(own, 0o755)
+        _own = own
+        _move_self(own)
+    except OSError as e:
+        log.warning("the holder stays in its caller's cgroup: %s", e)
+
+
+def _leave_own_cgroup() -> None:
+    """Move back (to the root if the caller's cgroup is gone) and remove
+    ours; a guardian still in it (a stuck FIFREEZE) keeps it, harmlessly."""
+    if _own is None:
+        return
+    mount = unified_mount() or "/"
+    for target in (_came_from, mount):
+        if target and os.path.isdir(target):
+            try:
+                _move_self(target)
+                break
+            except OSError:
+                continue
+    try:
+        os.rmdir(_own)
+    except OSError:
+        pass

@@ -1,0 +1,326 @@
+"""The holder: the process that keeps a split cycle alive between `pre` and
+`post` (and qemu-ga's `hook freeze` / `hook thaw`).
+
+Held pre-scripts are released by EOF on a pipe that dies with its holder,
+and frozen mounts are thawed by the guardian when their holder dies, so
+whoever holds them must outlive the `pre` command. The holder takes the run
+lock, runs the pre phase, freezes (unless the agent freezes itself), tells
+`pre` whether the snapshot may go ahead, then waits for `post` on a socket
+in the run directory until the freeze deadline. Then it thaws, releases,
+runs the post phase and sends the report to `post` (or, if `post` never
+came, leaves it unclaimed for the next one).
+
+Backup agents run under systemd, and a restart of the agent's unit kills
+everything in its cgroup; the holder (with its guardian) must not be in
+it. Where systemd runs, the holder is a transient unit of its own; where it
+does not, it moves itself into a cgroup of its own in the unified hierarchy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from vmsnapshot import mountinfo, mounts, policy, runstate
+from vmsnapshot.cycle import (FreezeStep, RunOptions, load_run_config,
+                              post_phase, pre_phase)
+from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
+from vmsnapshot.held import HeldHook
+from vmsnapshot.heldlog import logs_held_in_memory
+from vmsnapshot.outcome import Outcomes, judge
+from vmsnapshot.report import Report, SnapshotReport, write_status_file
+from vmsnapshot.runlock import RunLock, run_dir
+from vmsnapshot.scripts import run_phase
+from vmsnapshot.signals import SignalTrap
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "holder.sock"
+STATUS_NAME = "split-status.json"        # the last split cycle's report
+UNCLAIMED_NAME = "split-unclaimed.json"  # ... when no post collected it
+MARKER_NAME = "holder.json"              # a holder is alive: its pid
+
+
+@dataclass(frozen=True)
+class HolderArgs:
+    config_path: Optional[str] = None
+    mounts: Tuple[str, ...] = ()
+    exclude: Tuple[str, ...] = ()
+    freeze_timeout: Optional[float] = None
+    no_freeze: bool = False
+    trigger: str = "pre/post"
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, text: str) -> "HolderArgs":
+        d = json.loads(text)
+        return cls(d["config_path"], tuple(d["mounts"]), tuple(d["exclude"]),
+                   d["freeze_timeout"], d["no_freeze"], d["trigger"])
+
+
+def path(name: str) -> str:
+    return os.path.join(run_dir(), name)
+
+
+def hold(args: HolderArgs, notify_path: str) -> int:
+    """The holder's whole life; returns its exit status."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    notify.connect(notify_path)         # first: `pre` knows we started
+    lock = RunLock()
+    try:
+        lock.acquire()
+    except VmsnapshotError as e:
+        _tell(notify, False, [e.record()])
+        return 3
+    try:
+        _forget(UNCLAIMED_NAME)         # a new cycle: that one is history
+        write_status_file({"pid": os.getpid(), "args": args.dumps()},
+                          path(MARKER_NAME))
+        o = Outcomes(split=True, agent_froze=args.no_freeze)
+        conn = _cycle(args, notify, o)
+    finally:
+        _forget(MARKER_NAME)
+        lock.release()
+    report = judge(o)
+    _finish(report, conn)
+    return 0
+
+
+def _cycle(args: HolderArgs, notify: socket.socket, o: Outcomes
+           ) -> Optional[socket.socket]:
+    conn = None
+    held: List[HeldHook] = []
+    told = False
+    try:
+        with SignalTrap() as trap:
+            try:
+                stale = runstate.read_state()
+                if stale is not None:
+                    raise VmsnapshotError(
+                        "the state file %s lists filesystems a killed run "
+                        "froze" % runstate.state_path(),
+                        Catalogue.STALE_FREEZE_STATE)
+                opts = RunOptions(args.config_path, args.mounts, args.exclude,
+                                  args.freeze_timeout)
+                o.config, errors = load_run_config(opts)
+                o.config_errors = tuple(errors)
+                settings = o.config.freeze
+                decisions = mounts.plan(
+                    mountinfo.read_mountinfo(), selected=args.mounts,
+                    include=settings.include, exclude=settings.exclude)
+                if args.no_freeze:
+                    decisions = []
+                held = pre_phase(o.config, trap, o)
+                step = FreezeStep(decisions, args.mounts, o)
+                try:
+                    with logs_held_in_memory():
+                        conn = _freeze_and_wait(args, step, held, trap, o,
+                                                notify)
+                        told = True
+                        step.thaw()
+                finally:
+                    step.finish()
+            finally:
+                post_phase(o.config, held, o)
+    except VmsnapshotError as e:
+        o.refused = e.record()
+    except Exception as e:  # a bug: keep what was gathered, log the rest
+        log.error("internal error", exc_info=True)
+        o.internal_error = "%s: %s" % (type(e).__name__, e)
+    if not told:
+        _tell(notify, False, [o.refused] if o.refused else
+              list(o.config_errors) + o.pre_errors)
+    return conn
+
+
+def _freeze_and_wait(args: HolderArgs, step: FreezeStep,
+                     held: Sequence[HeldHook], trap: SignalTrap, o: Outcomes,
+                     notify: socket.socket) -> Optional[socket.socket]:
+    if o.proceeded and not args.no_freeze:
+        step.start(trap)
+    if trap.received:
+        o.interrupt(trap.received, "during the freeze")
+    go = o.proceeded and not trap.received
+    listener = _listen() if go else None
+    errors = (list(o.config_errors) + o.pre_errors + list(o.open_errors)
+              + ([o.no_session] if o.no_session else []))
+    _tell(notify, go, errors)
+    if listener is None:
+        return None
+    started = time.monotonic()
+    session = step.session
+    deadline = (session.deadline() if session is not None
+                else started + o.config.freeze.timeout)
+    conn, failed = _wait_post(listener, deadline, trap, session)
+    o.post_in_time = conn is not None
+    o.agent_failed = failed
+    o.hooks_alive = all(h.alive() for h in held)
+    fired = session is not None and session.watchdog_fired()
+    o.snapshot = SnapshotReport(
+        (), None if failed else 0, (time.monotonic() - started) * 1000,
+        finished_while_frozen=conn is not None and not fired
+        and (session is not None or args.no_freeze))
+    if trap.received:
+        o.interrupt(trap.received, "while holding")
+    return conn
+
+
+def _tell(notify: socket.socket, proceed: bool,
+          errors: Sequence[ErrorRecord]) -> None:
+    try:
+        notify.sendall(json.dumps({
+            "proceed": proceed,
+            "errors": [e.to_json() for e in errors]}).encode())
+    except OSError:
+        pass      # `pre` is gone (killed by its agent): nothing to tell
+    finally:
+        notify.close()
+
+
+def _listen() -> socket.socket:
+    _forget(SOCKET_NAME)         # stale: we hold the lock, nobody else does
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path(SOCKET_NAME))     # run_dir() is 0700 root: root only
+    sock.listen(4)
+    return sock
+
+
+def _wait_post(listener: socket.socket, deadline: float, trap: SignalTrap,
+               session: Any) -> Tuple[Optional[socket.socket], bool]:
+    """(connection of `post`, whether it said --failed); (None, False) at
+    the deadline, when the watchdog fired, or on a trapped signal."""
+    try:
+        while not trap.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or (session is not None
+                             and session.watchdog_fired()):
+                return None, False
+            listener.settimeout(min(left, 0.1))
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(10)
+            try:
+                word = conn.recv(64).strip()
+            except OSError:
+                word = b""
+            if word in (b"post", b"post-failed"):
+                return conn, word == b"post-failed"
+            conn.close()
+        return None, False
+    finally:
+        listener.close()
+        _forget(SOCKET_NAME)
+
+
+def _finish(report: Report, conn: Optional[socket.socket]) -> None:
+    data = {"report": report.to_json(), "summary": report.summary()}
+    files = {STATUS_NAME: data["report"]}
+    if conn is None and report.consistency != "failed":
+        # Nobody collected this report (post came too late or not at all):
+        # the next post answers with it, not with success.
+        files[UNCLAIMED_NAME] = data
+    for name, content in files.items():
+        try:
+            write_status_file(content, path(name))
+        except OSError as e:
+            log.error("could not write %s: %s", name, e)
+    if conn is not None:
+        try:
+            conn.sendall(json.dumps(data).encode())
+        except OSError:
+            pass
+        conn.close()
+
+
+def _forget(name: str) -> None:
+    try:
+        os.unlink(path(name))
+    except FileNotFoundError:
+        pass
+
+
+def claim_unclaimed() -> Optional[Dict[str, Any]]:
+    """The report a holder left when no post came in time, once."""
+    try:
+        with open(path(UNCLAIMED_NAME), encoding="utf-8") as f:
+            data: Dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        return None
+    _forget(UNCLAIMED_NAME)
+    return data
+
+
+def died_holder() -> Optional[Tuple[int, HolderArgs]]:
+    """(pid, arguments) of a holder that died without finishing (SIGKILL,
+    OOM): its marker is left and no such process exists. Forgets it."""
+    try:
+        with open(path(MARKER_NAME), encoding="utf-8") as f:
+            marker = json.load(f)
+        pid, args = int(marker["pid"]), HolderArgs.loads(marker["args"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if _alive(pid):
+        return None                     # alive (busy in its pre phase)
+    _forget(MARKER_NAME)
+    return pid, args
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for an init that does not reap."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def finish_for_dead_holder(pid: int, args: HolderArgs) -> Report:
+    """What `post` does when the holder was killed: its guardian thawed
+    and its held scripts saw EOF, but nobody ran the post-scripts; run
+    every plugin's (they undo what a pre-script may have done) and say
+    that nothing vouches for the snapshot."""
+    o = Outcomes(split=True, agent_froze=args.no_freeze)
+    o.config, errors = load_run_config(RunOptions(args.config_path))
+    o.config_errors = tuple(errors)
+    o.post = tuple(run_phase(o.config.plugins, "post"))
+    o.interrupted = ErrorRecord(
+        Catalogue.RUN_INTERRUPTED,
+        "the holder process (pid %d) died before post; its guardian thawed "
+        "what it had frozen" % pid)
+    # The agent may have taken its snapshot while the mounts were still
+    # frozen, or after the guardian thawed: crash is all one can vouch for.
+    return replace(judge(o), consistency=policy.CRASH)
+
+
+def ask_for_report(failed: bool) -> Optional[Dict[str, Any]]:
+    """`post`'s side: tell the holder to finish; its report and summary,
+    or None when no holder is listening."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path(SOCKET_NAME))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    with sock:
+        sock.sendall(b"post-failed\n" if failed else b"post\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    if not chunks:
+        raise VmsnapshotError(
+            "the holder ended without a report (see %s)" % path(STATUS_NAME),
+            Catalogue.RUN_INTERRUPTED)
+    result: Dict[str, Any] = json.loads(b"".join(chunks).decode())
+    return result
+
