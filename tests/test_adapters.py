@@ -114,8 +114,8 @@ def test_vmware_with_its_sync_driver(rec, tmp_path) -> None:
     scripts = backup_scripts_d(str(tmp_path))
     rec.env["VMSNAPSHOT_VMWARE_TOOLS_CONF"] = str(tmp_path / "no-tools.conf")
     for op, want in (("freeze", "pre --no-freeze --trigger vmware"),
-                     ("thaw", "post --trigger vmware"),
-                     ("freezeFail", "post --failed --trigger vmware")):
+                     ("thaw", "post"),
+                     ("freezeFail", "post --failed")):
         results = vmware_tools(scripts, op, rec.env)
         assert [r.returncode for r in results] == [0]
         assert rec.calls() == [want]
@@ -147,11 +147,11 @@ def test_vmware_legacy_script_names(rec) -> None:
              "pre --no-freeze --trigger vmware"),
             ([adapter("vmware", "pre-freeze-script"), "freeze"],
              "pre --no-freeze --trigger vmware"),
-            ([adapter("vmware", "post-thaw-script")], "post --trigger vmware"),
+            ([adapter("vmware", "post-thaw-script")], "post"),
             ([adapter("vmware", "post-thaw-script"), "thaw"],
-             "post --trigger vmware"),
+             "post"),
             ([adapter("vmware", "post-thaw-script"), "freezeFail"],
-             "post --failed --trigger vmware")):
+             "post --failed")):
         assert shell_runner(argv, env).returncode == 0
         assert rec.calls() == [want], argv
 
@@ -165,7 +165,7 @@ def test_google_agent_calls(rec, tmp_path, disks) -> None:
     post = google_agent(adapter("google", "post.sh"), disks, rec.env)
     assert (pre.verdict, post.verdict) == ("NO_ERROR", "NO_ERROR")
     assert rec.calls() == ["pre --trigger google --freeze-timeout 45",
-                           "post --trigger google"]
+                           "post"]
 
 
 def test_google_timeout_default_and_bounds(rec, tmp_path) -> None:
@@ -215,13 +215,13 @@ def test_veeam_scripts(rec) -> None:
     assert shell_runner([adapter("veeam", "post-thaw.sh")],
                         rec.env).verdict == "Success"
     assert rec.calls() == ["pre --no-freeze --trigger veeam",
-                           "post --trigger veeam"]
+                           "post"]
 
 
 def test_aws_ssm_commands(rec) -> None:
     ssm = adapter("aws", "vmsnapshot-ssm")
     for command, want in (("pre-script", ["pre --trigger aws"]),
-                          ("post-script", ["post --trigger aws"]),
+                          ("post-script", ["post"]),
                           ("dry-run", ["check", "mounts"])):
         res = shell_runner(["sh", "-c", "%s '%s'" % (ssm, command)], rec.env)
         assert res.verdict == "Success"

@@ -205,7 +205,7 @@ def test_plugin_host_runs_the_enabled_wrappers(root, env, tmp_path) -> None:
     with open(record) as f:
         assert f.read().splitlines() == [
             "pre --no-freeze --trigger azure stdin=/dev/null",
-            "post --trigger azure stdin=/dev/null"]
+            "post stdin=/dev/null"]
     # vmsnapshot's usage error (2) must not read as Azure's "warning".
     env["FAKE_RC"] = "2"
     res = azure_plugin_host(json_path, "post", env, poll_s=0.2)

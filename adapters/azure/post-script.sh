@@ -3,5 +3,5 @@
 # extension's own thaw; vmsnapshot releases the held quiescers, runs the
 # post-scripts and reports. See pre-script.sh.
 . "${VMSNAPSHOT_ADAPTERS:-/usr/share/vmsnapshot/adapters}/lib/adapter.sh"
-vms_run post --trigger azure
+vms_run post
 vms_status azure

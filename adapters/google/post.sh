@@ -3,4 +3,4 @@
 # thaw, release the quiescers, run the post-scripts, report. The one
 # argument (the disk list) is not needed. See pre.sh.
 . "${VMSNAPSHOT_ADAPTERS:-/usr/share/vmsnapshot/adapters}/lib/adapter.sh"
-vms_exec post --trigger google
+vms_exec post
