@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import skip_or_fail
 from tests.helpers.agents import (
-    google_agent, qemu_ga_hook, shell_runner, vmware_tools)
+    azure_plugin_host, google_agent, qemu_ga_hook, shell_runner,
+    vmware_tools)
 from tests.helpers.cli import ROOT
 from tests.helpers.configfiles import write_file, write_script
 from tests.helpers.loopfs import is_frozen
@@ -242,8 +243,15 @@ class RealCycle:
     check/mounts, as an administrator's configuration would."""
 
     def __init__(self, base: str, mountpoint: str, run_dir: str) -> None:
+        # One application plugin whose scripts leave a trace.
+        self.trace = os.path.join(base, "trace")
+        app = [write_script(os.path.join(base, "app", phase),
+                            'echo %s >> "%s"\n' % (phase, self.trace))
+               for phase in ("pre", "post")]
         config = write_file(os.path.join(base, "vmsnapshot.toml"),
-                            '[freeze]\ninclude = ["%s"]\n' % mountpoint)
+                            '[freeze]\ninclude = ["%s"]\n'
+                            '[[plugin]]\nname = "app"\npre = ["%s"]\n'
+                            'post = ["%s"]\n' % (mountpoint, app[0], app[1]))
         self.status = os.path.join(base, "status.json")
         shim = write_script(os.path.join(base, "vmsnapshot-shim"), """\
 cmd=$1; shift
@@ -261,6 +269,13 @@ cd '{root}' && exec '{python}' -m vmsnapshot "$@"
         self.env = dict(os.environ, VMSNAPSHOT="sh " + shim,
                         VMSNAPSHOT_ADAPTERS=ADAPTERS,
                         VMSNAPSHOT_RUN_DIR=run_dir)
+
+    def traces(self) -> List[str]:
+        try:
+            with open(self.trace) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
 
     def report(self) -> Dict:
         with open(self.status) as f:
@@ -289,7 +304,8 @@ def test_google_real_cycle(cycle) -> None:
     assert post.verdict == "NO_ERROR", post
     assert not is_frozen(cycle.mountpoint)
     report = cycle.report()
-    assert report["consistency"] == "filesystem"
+    assert report["consistency"] == "application"
+    assert cycle.traces() == ["pre", "post"]
     assert [(m["path"], m["frozen"]) for m in report["mounts"]] == [
         (cycle.mountpoint, True)]
 
@@ -306,7 +322,7 @@ def test_aws_real_cycle_and_dry_run(cycle) -> None:
     post = shell_runner([ssm, "post-script"], cycle.env)
     assert post.verdict == "Success", post
     assert not is_frozen(cycle.mountpoint)
-    assert cycle.report()["consistency"] == "filesystem"
+    assert cycle.report()["consistency"] == "application"
 
 
 def test_vmware_real_cycle_sync_driver_and_freeze_fail(cycle, tmp_path) -> None:
@@ -330,7 +346,7 @@ def test_vmware_real_cycle_without_sync_driver(cycle, tmp_path) -> None:
     assert is_frozen(cycle.mountpoint)
     assert shell_runner([script, "thaw"], cycle.env).returncode == 0
     assert not is_frozen(cycle.mountpoint)
-    assert cycle.report()["consistency"] == "filesystem"
+    assert cycle.report()["consistency"] == "application"
 
 
 def test_veeam_real_cycle(cycle) -> None:
@@ -349,3 +365,21 @@ def test_post_without_pre_is_a_failure_for_every_agent(cycle) -> None:
     res = shell_runner([adapter("aws", "vmsnapshot-ssm"), "post-script"],
                        cycle.env)
     assert res.verdict == "Failed", res
+
+
+def test_azure_real_cycle(cycle, tmp_path) -> None:
+    """azure enable, then Microsoft's plugin host runs the wrappers: the
+    application is quiesced, the extension freezes (not vmsnapshot)."""
+    root = str(tmp_path / "azroot")
+    from tests.helpers.cli import run_vmsnapshot
+    assert run_vmsnapshot("azure", "enable", "--root", root,
+                          env=cycle.env).returncode == 0
+    json_path = os.path.join(root, "etc/azure/VMSnapshotScriptPluginConfig.json")
+    pre = azure_plugin_host(json_path, "pre", cycle.env, poll_s=0.2)
+    assert pre.verdict == "success", pre
+    assert not is_frozen(cycle.mountpoint)
+    assert cycle.traces() == ["pre"]
+    post = azure_plugin_host(json_path, "post", cycle.env, poll_s=0.2)
+    assert post.verdict == "success", post
+    assert cycle.traces() == ["pre", "post"]
+    assert cycle.report()["snapshot_taken"] is True
