@@ -82,8 +82,8 @@ def test_templates_with_700_scripts_are_application(capsys, azure_root,
               preScriptParams=["a b", ""])
     status, out, summary = check(capsys, root=azure_root)
     assert status == 0, out
-    assert "plugin ScriptRunner: pre %s 'a b': ok" % pre in out
-    assert "plugin ScriptRunner: post %s: ok" % post in out
+    assert "plugin ScriptRunner: pre %s 'a b' '': ok" % pre in out
+    assert "plugin ScriptRunner: post %s '' '': ok" % post in out
     assert summary == ("summary: OK: a run would be application-consistent "
                        "at best (1 pre-script, freeze enabled)")
 
@@ -133,17 +133,15 @@ def test_script_problems(capsys, azure_root, scripts, phase, problem, entry):
     status, out, summary = check(capsys, root=azure_root)
     assert status == 1
     assert_reported(out, entry, bad)
-    assert "plugin ScriptRunner: %s %s: %s" % (phase, bad, entry.error_name) \
-        in out
-    if phase == "pre":
-        # run would skip the pre-script and continue (the template's policy)
-        assert summary == ("summary: 1 problem: a run would be "
-                           "filesystem-consistent at best (a pre-script "
-                           "would fail)")
-    else:
-        # A failed post-script leaves the level as it was (design.md).
-        assert summary.startswith("summary: 1 problem: a run would be "
-                                  "application-consistent at best")
+    # The template's params ["", ""] are two empty arguments.
+    assert "plugin ScriptRunner: %s %s '' '': %s" % (
+        phase, bad, entry.error_name) in out
+    # run would skip the pre-script and continue (the template's policy);
+    # a bad post-script stops its pre-script too (both checked first, as
+    # Microsoft's extension does).
+    assert summary == ("summary: 1 problem: a run would be "
+                       "filesystem-consistent at best (a pre-script "
+                       "would fail)")
 
 
 def test_script_problem_with_continue_false_fails(capsys, tmp_path):
@@ -182,15 +180,18 @@ def test_broken_plugin_host_file(capsys, azure_root):
     assert "no script would run" in summary
 
 
-def test_files_not_used_are_named(capsys, azure_root):
+def test_every_source_is_named(capsys, azure_root):
     native = write_file(in_root(azure_root, "/etc/vmsnapshot/vmsnapshot.toml"),
                         "[policy]\n")
     status, out, summary = check(capsys, root=azure_root)
     assert status == 0
-    assert out.splitlines()[0] == "configuration: %s (native TOML)" % native
-    for other in (PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH):
-        assert "  not used: %s (an earlier file in the search order wins)" \
-            % in_root(azure_root, other) in out
+    assert out.splitlines()[:4] == [
+        "configuration: %s (native TOML)" % native,
+        "configuration: %s (Azure plugin host INI)" % in_root(
+            azure_root, PLUGINHOST_PATH),
+        "  also read: %s" % in_root(azure_root, SCRIPT_PLUGIN_PATH),
+        "  not used: %s (read through the plugin host file, which lists "
+        "it)" % in_root(azure_root, SCRIPT_PLUGIN_PATH)]
 
 
 def test_cli_check(tmp_path, scripts):
@@ -224,3 +225,17 @@ def test_missing_freeze_module(tmp_path):
     write_file(path, "[freeze]\nenabled = false\n")
     res = run_vmsnapshot("check", "--config", path, cwd=str(tmp_path / "pkg"))
     assert res.returncode == 0, res.stdout
+
+
+def test_readable_azure_json_is_refused_like_microsoft(capsys, azure_root,
+                                                       scripts):
+    # Microsoft's extension refuses a JSON readable by others (its 317);
+    # check says so by name, with the fix, and run would ignore the file.
+    pre, post = scripts
+    path = write_file(in_root(azure_root, SCRIPT_PLUGIN_PATH), azure_json(
+        preScriptLocation=pre, postScriptLocation=post), mode=0o644)
+    status, out, summary = check(capsys, root=azure_root)
+    assert status == 1
+    assert_reported(out, Catalogue.INCORRECT_JSON_CONFIG_FILE, "mode 0644",
+                    "error 317", "fix: chmod 600 " + path)
+    assert "the configuration would be ignored" in summary

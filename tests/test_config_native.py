@@ -1,6 +1,7 @@
 """Native TOML: the design's shape, argv lists, unknown keys refused."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -76,7 +77,7 @@ def test_template_and_its_example_plugin(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("[freeze\n", "not valid TOML: "),
     ("colour = 1\n", "-> colour: unknown key; expected one of freeze, "
-     "policy, plugin"),
+     "policy, plugin, minimum_version"),
     ("[freeze]\ntimout = 5\n", "-> freeze -> timout: unknown key (did you "
      "mean 'timeout'?)"),
     ("[policy]\ncontinue_on_faliure = true\n", "-> policy -> "
@@ -139,5 +140,42 @@ def test_native_file_trust(tmp_path):
     path = write_file(str(tmp_path / "v.toml"), "", mode=0o602)
     config, (record,) = validate_config(path)
     assert record.entry is E305
-    assert "mode 0602: group/others may write it; fix: chmod 600" \
-        in record.message
+    assert "is accessible by group or others (owner root (uid 0), mode " \
+        "0602); expected mode 600" in record.message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "1e300", "inf", "nan",
+                                   "86400"])
+def test_freeze_timeout_is_bounded(tmp_path, value):
+    # One rule with --freeze-timeout (config.model.freeze_timeout_problem):
+    # a watchdog deadline beyond an hour is a typo, not a wish.
+    path = write_file(str(tmp_path / "v.toml"),
+                      "[freeze]\ntimeout = %s\n" % value)
+    config, records = validate_config(path)
+    assert records and all(r.entry is E305 for r in records), records
+    assert any(r.message.startswith(path + " -> freeze -> timeout: ")
+               for r in records), records
+
+
+def test_freeze_timeout_of_an_hour_is_accepted(tmp_path):
+    path = write_file(str(tmp_path / "v.toml"), "[freeze]\ntimeout = 3600\n")
+    assert load_config(path).freeze.timeout == 3600.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[plugin]]\nname = "a"\npre = ["/x/\\ud800"]\n',
+     "not valid TOML: Escaped character is not a Unicode scalar value"),
+    (b'[[plugin]]\nname = "a"\npre = ["/x/\xff"]\n', "is not UTF-8 text"),
+])
+def test_surrogates_and_non_utf8_bytes(tmp_path, text, message):
+    path = write_file(str(tmp_path / "v.toml"), text)
+    config, (record,) = validate_config(path)
+    assert record.entry is E305 and message in record.message
+
+
+def test_non_utf8_config_path_is_printable(tmp_path):
+    path = write_file(os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff.toml"),
+                      "[freeze]\ntimeout = 0\n")
+    config, (record,) = validate_config(path)
+    assert record.message.startswith(str(tmp_path) + "/\\xff.toml -> ")
+    record.message.encode("utf-8")

@@ -48,7 +48,7 @@ def test_two_plugins_capped_and_combined(tmp_path):
     config = load_config(root=root)
     a, b = config.plugins
     assert (a.name, a.pre, a.post, a.timeout, a.pre_retries) == (
-        "ScriptRunner", ("/s/a-pre",), None, 100.0, 3)
+        "ScriptRunner", ("/s/a-pre", "", ""), None, 100.0, 3)
     assert a.plugin_path == "/etc/azure" and b.plugin_path == ""
     assert a.source == in_root(root, "/etc/azure/a.json")
     assert (b.name, b.pre, b.post, b.timeout) == (
@@ -163,11 +163,29 @@ def test_pluginhost_mode_is_checked(tmp_path, mode):
         "numberOfPlugins: 1\npluginName0: a\npluginConfigPath0: %s\n"
         % json_path), mode)
     config, records = validate_config(path)
-    if mode in (0o600, 0o644):
+    if mode == 0o600:
         assert records == []
         return
-    (record,) = records
-    assert record.entry is E304
+    record = records[0]
+    assert all(r.entry is E304 for r in records)
     assert record.message.startswith(path + ": not trusted: ")
     assert "mode %04o" % mode in record.message
     assert "fix: chmod 600 " + path in record.message
+
+
+def test_non_utf8_bytes_and_surrogates(tmp_path):
+    # A non-UTF-8 byte in the INI is its own error; a surrogate in the JSON
+    # it names is the JSON's (305), and both messages stay printable.
+    path = write_file(str(tmp_path / "host.conf"),
+                      b"[pre_post]\nnumberOfPlugins: 1\npluginName0: a\n"
+                      b"pluginConfigPath0: /x/\xff.json\n")
+    (record,) = validate_config(path)[1]
+    assert record.entry is E304 and "is not UTF-8 text" in record.message
+    json_path = write_file(str(tmp_path / "p.json"),
+                           azure_json(preScriptLocation="/s/pre\udc80"))
+    path = write_file(str(tmp_path / "host2.conf"), conf(
+        "numberOfPlugins: 1\npluginName0: a\npluginConfigPath0: %s\n"
+        % json_path))
+    (record,) = validate_config(path)[1]
+    assert record.entry is E305 and "lone surrogate" in record.message
+    str(record).encode("utf-8")

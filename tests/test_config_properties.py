@@ -55,7 +55,9 @@ def check(path: str, root: str, entries) -> None:
             assert p.pre or p.post
             assert math.isfinite(p.timeout) and p.timeout > 0
             assert p.pre_retries >= 0 and p.post_retries >= 0
-            assert all(isinstance(a, str) and a for a in (p.pre or ()))
+            # argv[0] a path; params exactly as listed, "" included.
+            assert all(isinstance(a, str) for a in (p.pre or ()))
+            assert not p.pre or p.pre[0]
 
 
 def fresh(workdir: str, name: str, data: Any) -> str:

@@ -27,13 +27,15 @@ def test_no_file_at_all_is_freeze_only(tmp_path):
 
 
 def test_search_order(tmp_path):
+    # Every source is merged; the JSON a plugin host file lists is read
+    # through it, once.
     root = str(tmp_path)
     write_file(in_root(root, SCRIPT_PLUGIN_PATH), JSON)
     assert names(load_config(root=root)) == ["json"]
     write_file(in_root(root, PLUGINHOST_PATH), CONF)
     assert names(load_config(root=root)) == ["ini"]
     write_file(in_root(root, NATIVE_PATH), NATIVE)
-    assert names(load_config(root=root)) == ["native"]
+    assert names(load_config(root=root)) == ["native", "ini"]
 
 
 def test_first_file_wins_even_when_broken(tmp_path):
@@ -89,14 +91,11 @@ def test_explicit_ini_missing_is_304(tmp_path):
     assert info.value.record().to_json()["code"] == 304
 
 
-def test_shadowed_files_are_logged(tmp_path, caplog):
+def test_native_file_no_longer_shadows_azure_files(tmp_path):
     root = str(tmp_path)
     write_file(in_root(root, SCRIPT_PLUGIN_PATH), JSON)
     write_file(in_root(root, NATIVE_PATH), "[policy]\n")
-    assert load_config(root=root).plugins == ()
-    assert "%s is not used: %s comes first in the search order" % (
-        in_root(root, SCRIPT_PLUGIN_PATH), in_root(root, NATIVE_PATH)) \
-        in caplog.text
+    assert names(load_config(root=root)) == ["json"]
 
 
 def test_shipped_native_template_does_not_hide_azure_files(tmp_path):
@@ -118,7 +117,10 @@ def test_shipped_native_template_does_not_hide_azure_files(tmp_path):
     config = load_config(root=str(root))
     assert config.freeze.enabled is False
     assert [p.name for p in config.plugins] == ["ScriptRunner"]
-    # Once the native file sets something, it wins.
+    # Once the native file sets something, both are merged.
     with open(native, "a") as f:
         f.write("\n[freeze]\ntimeout = 5\n")
-    assert load_config(root=str(root)).freeze.timeout == 5
+    config = load_config(root=str(root))
+    assert config.freeze.timeout == 5
+    assert config.freeze.enabled is False
+    assert [p.name for p in config.plugins] == ["ScriptRunner"]

@@ -202,3 +202,58 @@ def test_killed_supervisor_releases_the_hook(scripts: Scripts, no_leaks):
         sup.stdout.close()
         if other:
             os.kill(other, signal.SIGKILL)
+    # The killed supervisor's empty script cgroup is swept by the next run.
+    from vmsnapshot import cgroup
+    where = cgroup.parent()
+    if where is not None:
+        assert not [n for n in os.listdir(where)
+                    if n.startswith("%d." % sup.pid)]
+
+
+def test_should_stop_while_waiting_for_ready(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin("slowhold", pre="echo $$ > %s\nsleep 60\n"
+                            % scripts.file("pid"), hold=True, timeout=120)
+    hook = start_held(plugin, grace=1.0)
+    start = time.monotonic()
+    err = hook.wait_ready(should_stop=lambda: time.monotonic() > start + 1)
+    assert time.monotonic() - start < 10
+    assert err is not None and err.entry.error_name == "RunInterrupted"
+    assert not hook.alive()
+    assert wait_gone(read_int(scripts.file("pid")), 2.0)
+    res = hook.release()
+    assert res.interrupted and not res.ok and res.signal == "SIGTERM"
+
+
+@pytest.mark.parametrize("code", [3, 4])
+def test_lock_lost_at_release_is_pre_script_execution_failed(
+        scripts: Scripts, code, no_leaks):
+    # The shipped hooks learn only at release that their lock was lost:
+    # mariadb exits 3, postgresql 4. The result must name it.
+    plugin = scripts.plugin("db", pre=hook_body(
+        scripts, after="echo lock lost >&2\nexit %d\n" % code), hold=True)
+    hook = start_held(plugin)
+    assert hook.wait_ready() is None
+    res = hook.release()
+    assert res.error.entry.error_name == "Pre-ScriptExecutionFailed"
+    assert res.error.entry.code == 300
+    assert res.returncode == code and not res.ok
+    assert "failed after its release: exit status %d" % code \
+        in res.error.message
+    assert "lock lost" in res.error.message
+
+
+def test_no_exit_after_release_is_pre_script_timeout(scripts: Scripts,
+                                                     no_leaks):
+    # EOF arrives but the hook hangs (e.g. its unlock blocks): after the
+    # release timeout it is stopped and named Pre-ScriptTimeout.
+    plugin = scripts.plugin("hang", pre=hook_body(
+        scripts, after="sleep 60\n"), hold=True, timeout=1.5)
+    hook = start_held(plugin, grace=0.5)
+    assert hook.wait_ready() is None
+    start = time.monotonic()
+    res = hook.release()
+    assert time.monotonic() - start < 10
+    assert res.error.entry.error_name == "Pre-ScriptTimeout"
+    assert res.error.entry.code == 308 and res.timed_out
+    assert "did not exit after its release (stdin closed) within 1.5 s" \
+        in res.error.message

@@ -77,9 +77,10 @@ FAILURES = {
     "Pre-ScriptExecutionFailed": "filesystem",
     "Post-ScriptExecutionFailed": "application",
     "Pre-ScriptNotFound": "filesystem",
-    "Post-ScriptNotFound": "application",
+    # A bad post-script stops its pre-script too (design.md Trust rules).
+    "Post-ScriptNotFound": "filesystem",
     "InsufficientPermissionforPre-Script": "filesystem",
-    "InsufficientPermissionforPost-Script": "application",
+    "InsufficientPermissionforPost-Script": "filesystem",
     "Pre-ScriptTimeout": "filesystem",
     "Post-ScriptTimeout": "application",
     "IncorrectJSONConfigFile": "filesystem",
@@ -242,7 +243,7 @@ def test_sigterm_in_the_pre_phase_stops_at_once(setup, tmp_path):
     from tests.helpers.scripts import wait_for_file
     started = str(tmp_path / "pre-started")
     config = setup.azure(
-        preScriptLocation=setup.script("pre", "touch %s\nsleep 60\n"
+        preScriptLocation=setup.script("pre", "echo go > %s\nsleep 60\n"
                                        % started),
         postScriptLocation=setup.logging_script("post"),
         timeoutInSeconds=120)

@@ -234,6 +234,213 @@ def test_missing_interpreter(scripts: Scripts, no_leaks):
     res = only(run_phase([Plugin("interp", None, (path,))], "post"))
     assert res.error.entry.error_name == "Post-ScriptExecutionFailed"
     assert res.error.message.endswith(
-        "could not be executed: %s: No such file or directory (is /proc "
-        "mounted? or the #! interpreter missing?)" % path)
+        "could not be executed: %s: No such file or directory (is the #! "
+        "interpreter missing?)" % path)
     assert res.attempts == 1 and res.returncode is None
+
+
+def test_children_get_no_fd_on_the_script(scripts: Scripts, no_leaks):
+    # A script's child dropping to nobody tries every fd it inherited and
+    # every fd of its parent (the script): the root-only script's text
+    # must be readable through none of them. (bash: dash's <&N takes one
+    # digit only.)
+    body = (
+        "# SECRET-SCRIPT-TEXT\n"
+        "setpriv --reuid=%d --regid=%d --clear-groups bash -c '\n"
+        "  for f in /proc/self/fd/* /proc/$PPID/fd/*; do\n"
+        "    n=${f##*/}; case $f in /proc/self/*) [ $n -le 2 ] && continue;;"
+        " esac\n"
+        "    echo \"try $f\"\n"
+        "    timeout 2 cat \"$f\" 2>/dev/null </dev/null\n"
+        "    case $f in /proc/self/*) (eval \"timeout 2 cat <&$n\") "
+        "2>/dev/null;; esac\n"
+        "  done; echo done' 2>&1\n" % (NOBODY, NOBODY))
+    plugin = scripts.plugin("leaky", pre=body)
+    res = only(run_phase([plugin], "pre"))
+    assert res.ok, res
+    assert res.output_tail[-1] == "done"
+    assert not any("SECRET-SCRIPT-TEXT" in line for line in res.output_tail), \
+        res.output_tail
+
+
+def test_dollar_zero_is_the_configured_path(scripts: Scripts, no_leaks):
+    # Azure's and qemu's scripts find their siblings by $(dirname "$0").
+    out = scripts.file("zero")
+    scripts.write("lib.sh", "LIB=loaded\n", mode=0o600)
+    plugin = scripts.plugin(
+        "zero", pre='. "$(dirname "$0")/lib.sh"\necho "$0 $LIB" > %s\n' % out)
+    assert only(run_phase([plugin], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "%s loaded\n" % plugin.pre[0]
+    # Through a symlink too: $0 is the path the admin wrote.
+    link = os.path.join(scripts.dir, "via-link")
+    os.symlink(plugin.pre[0], link)
+    assert only(run_phase([Plugin("link", (link,), None)], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "%s loaded\n" % link
+
+
+@pytest.mark.parametrize("problem, name", [
+    ("missing", "Post-ScriptNotFound"),
+    ("mode", "InsufficientPermissionforPost-Script"),
+    ("owner", "InsufficientPermissionforPost-Script")])
+def test_bad_post_script_stops_the_pre_script(scripts: Scripts, problem, name,
+                                              no_leaks):
+    # As Microsoft's extension does, both scripts are checked before the
+    # pre-script runs: a pre-script without its post-script would leave
+    # the application quiesced.
+    marker = scripts.file("pre-ran")
+    plugin = scripts.plugin("half", pre="touch %s\n" % marker,
+                            post="exit 0\n")
+    post = plugin.post[0]
+    if problem == "missing":
+        os.unlink(post)
+    elif problem == "mode":
+        os.chmod(post, 0o755)
+    else:
+        os.chown(post, NOBODY, -1)
+    res = only(run_phase([plugin], "pre"))
+    assert not os.path.exists(marker)
+    assert (res.phase, res.path, res.attempts) == ("pre", plugin.pre[0], 0)
+    assert res.error.entry.error_name == name
+    assert res.error.message.startswith("Post-script %s" % post)
+    assert res.error.message.endswith(
+        "; nothing of this plugin runs (its pre-script %s was not started)"
+        % plugin.pre[0])
+
+
+def test_bad_post_script_stops_a_held_pre_script(scripts: Scripts, no_leaks):
+    from vmsnapshot.held import start_held
+    marker = scripts.file("pre-ran")
+    plugin = scripts.plugin("heldhalf", pre="touch %s\necho READY\ncat\n"
+                            % marker, post="exit 0\n", hold=True)
+    os.chmod(plugin.post[0], 0o750)
+    hook = start_held(plugin)
+    err = hook.wait_ready()
+    assert err.entry.error_name == "InsufficientPermissionforPost-Script"
+    res = hook.release()
+    assert res.attempts == 0 and res.error is err
+    assert not os.path.exists(marker)
+
+
+def test_azure_template_params_give_two_empty_arguments(scripts: Scripts,
+                                                        tmp_path, no_leaks):
+    # The published template's "preScriptParams": ["", ""]: Azure runs
+    # `sh SCRIPT "" ""`, so the script sees $# = 2; so does vmsnapshot.
+    from tests.helpers.configfiles import azure_json, write_file
+    from vmsnapshot.config import load_config
+    out = scripts.file("argc")
+    pre = scripts.write("argc", 'echo "$#:$1:$2" > %s\n' % out)
+    path = write_file(str(tmp_path / "c.json"), azure_json(
+        preScriptLocation=pre, postScriptLocation=""))
+    (plugin,) = load_config(path).plugins
+    assert plugin.pre == (pre, "", "")
+    assert only(run_phase([plugin], "pre")).ok
+    with open(out) as f:
+        assert f.read() == "2::\n"
+
+
+def test_should_stop_ends_the_phase_at_once(scripts: Scripts, no_leaks):
+    # A SIGTERM in the pre phase must not wait for the whole phase: every
+    # running script is stopped (SIGTERM, grace, SIGKILL, reaped).
+    pids = [scripts.file("pid%d" % i) for i in range(2)]
+    plugins = [scripts.plugin("slow%d" % i, pre="echo $$ > %s\nsleep 60\n"
+                              % pids[i], timeout=120) for i in range(2)]
+    plugins.append(scripts.plugin("stubborn", pre="trap '' TERM\n"
+                                  "echo $$ > %s\nwhile :; do sleep 1; done\n"
+                                  % scripts.file("pid-stubborn")))
+    start = time.monotonic()
+    results = run_phase(plugins, "pre", grace=1.0,
+                        should_stop=lambda: time.monotonic() > start + 1.0)
+    took = time.monotonic() - start
+    assert took < 15, took       # not 60 s
+    for res in results:
+        assert res.interrupted and not res.ok and not res.timed_out, res
+        assert res.error is None and res.attempts == 1
+        assert res.to_json()["interrupted"] is True
+    assert [r.signal for r in results] == ["SIGTERM", "SIGTERM", "SIGKILL"]
+    for path in pids + [scripts.file("pid-stubborn")]:
+        assert wait_gone(read_int(path), 2.0)
+
+
+def test_should_stop_before_the_start_runs_nothing(scripts: Scripts,
+                                                   no_leaks):
+    marker = scripts.file("ran")
+    plugin = scripts.plugin("never", pre="touch %s\n" % marker)
+    res = only(run_phase([plugin], "pre", should_stop=lambda: True))
+    assert res.interrupted and res.attempts == 0 and not res.ok
+    assert not os.path.exists(marker)
+
+
+DAEMON = ("(setsid sh -c 'echo $$ > %s; exec sleep 300' </dev/null >/dev/null"
+          " 2>&1 &)\n")
+
+
+def _daemon_pid(path: str) -> int:
+    from tests.helpers.scripts import wait_for_file
+    return int(wait_for_file(path).strip())
+
+
+def _needs_cgroups() -> str:
+    from tests.conftest import skip_or_fail
+    from vmsnapshot import cgroup
+    where = cgroup.parent()
+    if where is None:
+        skip_or_fail("no writable cgroup2 hierarchy with cgroup.kill")
+    return where
+
+
+def _our_cgroups(where: str) -> list:
+    return [n for n in os.listdir(where) if n.startswith("%d." % os.getpid())]
+
+
+@pytest.mark.parametrize("tail", ["sleep 60\n", "exit 0\n"])
+def test_daemonized_child_dies_with_its_cgroup(scripts: Scripts, tail,
+                                               no_leaks):
+    # setsid + double fork leaves the process group; not the cgroup. Both
+    # at a timeout and when the script itself exits at once.
+    where = _needs_cgroups()
+    pidfile = scripts.file("daemon")
+    plugin = scripts.plugin("daemonizer", pre=DAEMON % pidfile
+                            + "while [ ! -s %s ]; do sleep 0.05; done\n"
+                            % pidfile + tail, timeout=1.5)
+    res = only(run_phase([plugin], "pre", grace=0.5))
+    daemon = _daemon_pid(pidfile)
+    assert wait_gone(daemon, 3.0), "daemon %d survived" % daemon
+    if tail == "exit 0\n":
+        assert res.ok, res
+    else:
+        assert res.error.entry.error_name == "Pre-ScriptTimeout"
+    assert _our_cgroups(where) == []        # removed after the reap
+
+
+def test_process_group_fallback_without_cgroups(scripts: Scripts,
+                                                monkeypatch, no_leaks):
+    # Forced fallback (no cgroup v2): the group kill still ends the script
+    # at its timeout; a daemonized child escapes it, which is why cgroups
+    # are used where they exist.
+    from vmsnapshot import cgroup
+    from vmsnapshot.spawn import start_process
+    monkeypatch.setenv(cgroup.ENV_SWITCH, "0")
+    assert cgroup.parent() is None
+    handle = start_process(["/bin/true"], cgroup=True)
+    assert handle.cgroup is None
+    handle.wait(10)
+    pidfile = scripts.file("daemon")
+    grandchild = scripts.file("grandchild")
+    plugin = scripts.plugin(
+        "daemonizer", pre=DAEMON % pidfile + "sleep 60 & echo $! > %s\n"
+        "wait\n" % grandchild, timeout=1.5)
+    res = only(run_phase([plugin], "pre", grace=0.5))
+    daemon = _daemon_pid(pidfile)
+    try:
+        assert res.error.entry.error_name == "Pre-ScriptTimeout"
+        assert wait_gone(read_int(grandchild), 3.0)   # in the group
+        assert not wait_gone(daemon, 0.5)             # escaped it
+    finally:
+        os.kill(daemon, 9)
+
+
+def test_should_stop_none_is_never(scripts: Scripts, no_leaks):
+    plugin = scripts.plugin("plain", pre="exit 0\n")
+    assert only(run_phase([plugin], "pre", should_stop=None)).ok

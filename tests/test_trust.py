@@ -11,7 +11,6 @@ from tests.helpers.scripts import (NOBODY, Scripts, no_leaks,  # noqa: F401
                                    scripts)
 from vmsnapshot import trust
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.spawn import run_process
 
 
 def refusal(path: str, phase: str = "pre") -> VmsnapshotError:
@@ -88,7 +87,7 @@ def test_owner_only_modes(scripts: Scripts, no_leaks):
 
 def test_not_a_regular_file(scripts: Scripts, no_leaks):
     d = scripts.subdir("adir", 0o700)
-    assert "is not a regular file" in str(refusal(d))
+    assert "is a directory, not a regular file" in str(refusal(d))
     fifo = os.path.join(scripts.dir, "fifo")
     os.mkfifo(fifo, 0o700)
     # Refused without opening it (opening a FIFO for reading would block).
@@ -189,37 +188,6 @@ def test_symlink_loop(scripts: Scripts, no_leaks):
     err = refusal(a)
     assert err.entry.error_name == "Pre-ScriptNotFound"
     assert "too many levels of symbolic links" in str(err)
-
-
-def test_symlink_swapped_after_check_runs_the_checked_file(scripts: Scripts,
-                                                           no_leaks):
-    good = scripts.write("good", "echo good\n")
-    evil = scripts.write("evil", "echo evil\n")
-    link = os.path.join(scripts.dir, "hook")
-    os.symlink(good, link)
-    fd = trust.open_trusted_script(link, "pre")
-    try:
-        tmp = link + ".new"
-        os.symlink(evil, tmp)
-        os.rename(tmp, link)          # atomic swap, as an attacker would
-        res = run_process([link], executable_fd=fd, timeout=10)
-    finally:
-        os.close(fd)
-    assert res.returncode == 0
-    assert res.output_tail == ("good",)
-
-
-def test_file_replaced_after_check_runs_the_checked_file(scripts: Scripts,
-                                                         no_leaks):
-    path = scripts.write("hook", "echo checked\n")
-    fd = trust.open_trusted_script(path, "post")
-    try:
-        new = scripts.write("hook.new", "echo replaced\n")
-        os.rename(new, path)
-        res = run_process([path, "arg"], executable_fd=fd, timeout=10)
-    finally:
-        os.close(fd)
-    assert res.output_tail == ("checked",)
 
 
 def test_bad_phase():

@@ -88,7 +88,10 @@ def pre_phase(config: Config, trap: SignalTrap, o: Outcomes
     which the caller must release (post_phase) whatever happens."""
     stop = trap.is_set
     held = [start_held(p) for p in config.plugins if p.hold and p.pre]
-    o.ready = tuple(h.wait_ready(should_stop=stop) for h in held)
+    # A stopped wait says RunInterrupted: the run records that once itself.
+    o.ready = tuple(None if e is not None and
+                    e.entry is Catalogue.RUN_INTERRUPTED else e
+                    for e in (h.wait_ready(should_stop=stop) for h in held))
     if not trap.is_set():
         o.pre = tuple(run_phase(config.plugins, "pre", should_stop=stop))
     if trap.received:

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from vmsnapshot.config.model import Plugin
-from vmsnapshot.errors import ErrorRecord, VmsnapshotError
+from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts import (GRACE, ScriptResult, exec_failure_record,
-                                failure_record, make_result, retries_of,
-                                script_env)
-from vmsnapshot.spawn import PIPE, ProcessHandle, ProcessResult, start_process
+                                failure_record, make_result, partner_problem,
+                                retries_of, script_env)
+from vmsnapshot.spawn import (PIPE, ProcessHandle, ProcessResult, ShouldStop,
+                              never, start_process)
 from vmsnapshot.trust import TrustedScript, open_trusted
 
 READY = b"READY"
@@ -50,6 +51,7 @@ class HeldHook:
         self.attempts = 0
         self.ready = False
         self.released = False
+        self.interrupted = False
         self.result: Optional[ScriptResult] = None
 
     def _start(self) -> bool:
@@ -57,10 +59,10 @@ class HeldHook:
         self.attempts += 1
         try:
             self.handle = start_process(
-                self.argv, executable_fd=self.trusted.fd, stdin=PIPE,
+                self.argv, stdin=PIPE,
                 env=script_env(self.plugin, "pre", self.trusted,
                                VMSNAPSHOT_HOLD="1"),
-                grace=self.grace, watch_line=READY)
+                grace=self.grace, watch_line=READY, cgroup=True)
         except OSError as exc:
             self.error = exec_failure_record(self.plugin, "pre", self.argv,
                                              self.trusted, exc)
@@ -68,23 +70,38 @@ class HeldHook:
         return True
 
     def wait_ready(self, timeout: Optional[float] = None,
-                   should_stop: Optional[Callable[[], bool]] = None
+                   should_stop: Optional[ShouldStop] = None
                    ) -> Optional[ErrorRecord]:
         """Wait for READY (default: until the plugin's timeout, counted from
         the start). None when ready; else Pre-ScriptTimeout (the hook is
         stopped) or Pre-ScriptExecutionFailed (it exited first; retried while
-        pre_retries and the timeout allow)."""
+        pre_retries and the timeout allow). ``should_stop`` is polled every
+        ~30 ms: once true the hook is stopped at once (SIGTERM, grace,
+        SIGKILL) and RunInterrupted is returned (never None: None means
+        ready); its release() result then says ``interrupted``."""
         deadline = self.deadline if timeout is None else \
             time.monotonic() + timeout
+        stop = should_stop or never
         while self.error is None and not self.ready:
             assert self.handle is not None
-            if self.handle.wait_line(max(0.0, deadline - time.monotonic())):
+            if stop():
+                self._interrupt()
+                break
+            if self.handle.wait_line(max(0.0, deadline - time.monotonic()),
+                                     should_stop):
                 self.ready = True
+                break
+            if stop():
+                self._interrupt()
                 break
             # No READY: output ended (the hook is exiting: its stdout closes
             # just before it becomes waitable) or the time is up.
             if not self.handle.wait_exit(max(0.0,
-                                             deadline - time.monotonic())):
+                                             deadline - time.monotonic()),
+                                         should_stop):
+                if stop():
+                    self._interrupt()
+                    break
                 self.proc = self.handle.stop(self.grace, timed_out=True)
                 self.error = failure_record(
                     self.plugin, "pre", self.argv, self.proc, self.attempts,
@@ -103,24 +120,42 @@ class HeldHook:
                 self._start()
         return self.error
 
+    def _interrupt(self) -> None:
+        assert self.handle is not None
+        self.proc = self.handle.stop(self.grace, timed_out=False,
+                                     interrupted=True)
+        self.interrupted = True
+        self.error = ErrorRecord(
+            Catalogue.RUN_INTERRUPTED,
+            "held pre-script %s (plugin %s) stopped before READY: the run "
+            "was interrupted" % (self.argv[0], self.plugin.name))
+
     def alive(self) -> bool:
         """Ready and still running (its lock still held). Safe while frozen."""
         return (self.ready and self.handle is not None
                 and self.handle.alive())
 
     def release(self, timeout: Optional[float] = None) -> ScriptResult:
-        """EOF on the hook's stdin; wait up to ``timeout`` (default the
-        plugin's timeout) for it to exit, then SIGTERM/SIGKILL its group.
-        Returns the pre phase's ScriptResult; idempotent."""
+        """EOF on the hook's stdin; wait up to ``timeout`` for it to exit,
+        then SIGTERM/SIGKILL its group. Returns the pre phase's
+        ScriptResult; idempotent.
+
+        The timeout counts from the EOF (default: the plugin's timeout; its
+        pre budget was spent holding, and an unlock may legitimately wait,
+        e.g. postgresql's pg_backup_stop for WAL archiving). The result's
+        error: Pre-ScriptExecutionFailed when the hook exits non-zero after
+        EOF (the shipped hooks: mariadb 3, postgresql 4, "the lock was
+        lost") or died before it; Pre-ScriptTimeout when it does not exit
+        in time."""
         if self.result is not None:
             return self.result
-        try:
-            self._release(self.plugin.timeout if timeout is None else timeout)
-        finally:
-            self._close()
+        self._release(self.plugin.timeout if timeout is None else timeout)
+        # Interrupted: error None in the result, as run_phase's (the run's
+        # own RunInterrupted says why, once).
         self.result = make_result(
             self.plugin, "pre", self.argv, self.attempts, self.proc,
-            self.error, (time.monotonic() - self.started) * 1000)
+            None if self.interrupted else self.error,
+            (time.monotonic() - self.started) * 1000, self.interrupted)
         return self.result
 
     def _release(self, timeout: float) -> None:
@@ -153,11 +188,6 @@ class HeldHook:
                                         what="failed after its release")
         self.proc = proc
 
-    def _close(self) -> None:
-        if self.trusted is not None:
-            os.close(self.trusted.fd)
-            self.trusted = None
-
 
 def start_held(plugin: Plugin, grace: float = GRACE) -> HeldHook:
     """Trust-check and start ``plugin``'s pre command with a pipe on stdin."""
@@ -167,6 +197,8 @@ def start_held(plugin: Plugin, grace: float = GRACE) -> HeldHook:
     except VmsnapshotError as exc:
         hook.error = exc.record()
         return hook
-    if not hook._start():
-        hook._close()
+    os.close(hook.trusted.fd)   # executed by path: see vmsnapshot.trust
+    hook.error = partner_problem(plugin, "pre")
+    if hook.error is None:
+        hook._start()
     return hook

@@ -84,11 +84,10 @@ def hold(args: HolderArgs, notify_path: str) -> int:
                           path(MARKER_NAME))
         o = Outcomes(split=True, agent_froze=args.no_freeze)
         conn = _cycle(args, notify, o)
+        _finish(judge(o), conn)     # before the lock goes: one cycle's end
     finally:
         _forget(MARKER_NAME)
         lock.release()
-    report = judge(o)
-    _finish(report, conn)
     return 0
 
 

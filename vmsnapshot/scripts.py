@@ -1,8 +1,10 @@
 """Running the plugins' pre- and post-scripts of one phase.
 
-Each script is trust-checked and opened once (vmsnapshot.trust); every
-attempt executes that open file, with argv as configured (no shell), a clean
-environment, cwd / and stdin /dev/null. ``retries`` really re-runs the script;
+Each script is trust-checked once (vmsnapshot.trust: the whole chain is
+root-only) and then executed by its configured path, so ``$0`` is what the
+admin wrote and no fd on the script reaches it or its children; argv as
+configured (no shell, empty strings kept), a clean environment, cwd / and
+stdin /dev/null. ``retries`` really re-runs the script;
 the plugin's timeout covers all attempts together. Plugins of one phase run in
 parallel. Held pre-scripts (``hold = true``) are not run here: see
 vmsnapshot.held.
@@ -16,11 +18,12 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
-from vmsnapshot.spawn import ProcessResult, clean_env, run_process
+from vmsnapshot.spawn import (ProcessResult, ShouldStop, clean_env,
+                              run_process)
 from vmsnapshot.trust import TrustedScript, open_trusted, phase_entries
 
 log = logging.getLogger(__name__)
@@ -39,17 +42,20 @@ class ScriptResult:
     error: Optional[ErrorRecord]
     output_tail: Tuple[str, ...]
     signal: Optional[str] = None
+    # Stopped (or never started) because should_stop() said so; error is
+    # None then: the run's RunInterrupted says why, once.
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.interrupted
 
     def to_json(self) -> Dict[str, Any]:
         return {"plugin": self.plugin, "phase": self.phase, "path": self.path,
                 "attempts": self.attempts, "returncode": self.returncode,
                 "timed_out": self.timed_out,
                 "duration_ms": round(self.duration_ms, 1),
-                "signal": self.signal,
+                "signal": self.signal, "interrupted": self.interrupted,
                 "error": self.error.entry.error_name if self.error else None}
 
 
@@ -60,7 +66,8 @@ def script_argv(plugin: Plugin, phase: str) -> Optional[Tuple[str, ...]]:
 
 def script_env(plugin: Plugin, phase: str, trusted: TrustedScript,
                **extra: str) -> Dict[str, str]:
-    # $0 is /proc/self/fd/N (we execute the checked fd): give the real path.
+    # VMSNAPSHOT_SCRIPT: the path with symlinks resolved ($0 is as
+    # configured).
     env = {"VMSNAPSHOT_PHASE": phase, "VMSNAPSHOT_PLUGIN": plugin.name,
            "VMSNAPSHOT_SCRIPT": trusted.real_path}
     env.update(extra)
@@ -98,12 +105,12 @@ def failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
 
 def exec_failure_record(plugin: Plugin, phase: str, argv: Sequence[str],
                         trusted: TrustedScript, exc: OSError) -> ErrorRecord:
-    # We exec /proc/self/fd/N: ENOENT there means no /proc, EACCES a noexec
-    # mount (root bypasses the mode bits, which trust checked already).
+    # The path was just checked: ENOENT means the #! interpreter is
+    # missing, EACCES a noexec mount (root bypasses the mode bits).
     hint = {errno.ENOEXEC: " (no #! line?)",
             errno.EACCES: " (on a noexec mount?)",
-            errno.ENOENT: " (is /proc mounted? or the #! interpreter "
-                          "missing?)"}.get(exc.errno or 0, "")
+            errno.ENOENT: " (is the #! interpreter missing?)"}.get(
+                exc.errno or 0, "")
     return ErrorRecord(phase_entries(phase).failed,
                        "%s could not be executed: %s: %s%s"
                        % (_label(plugin, phase, argv), trusted.real_path,
@@ -117,14 +124,19 @@ def retries_of(plugin: Plugin, phase: str) -> int:
 def make_result(plugin: Plugin, phase: str, argv: Sequence[str],
                 attempts: int, res: Optional[ProcessResult],
                 error: Optional[ErrorRecord],
-                duration_ms: float) -> ScriptResult:
+                duration_ms: float, interrupted: bool = False
+                ) -> ScriptResult:
     result = ScriptResult(
         plugin=plugin.name, phase=phase, path=argv[0], attempts=attempts,
         returncode=res.returncode if res else None,
         timed_out=res.timed_out if res else False, duration_ms=duration_ms,
         error=error, output_tail=res.output_tail if res else (),
-        signal=res.signal if res else None)
-    if error is not None:
+        signal=res.signal if res else None, interrupted=interrupted)
+    if interrupted:
+        log.warning("%s: stopped, the run was interrupted (%d attempt%s, "
+                    "%.0f ms)", _label(plugin, phase, argv), attempts,
+                    "" if attempts == 1 else "s", duration_ms)
+    elif error is not None:
         log.error("%s", error)
     else:
         log.info("%s: ok after %d attempt%s, %.0f ms",
@@ -135,9 +147,30 @@ def make_result(plugin: Plugin, phase: str, argv: Sequence[str],
     return result
 
 
-def run_script(plugin: Plugin, phase: str,
-               grace: float = GRACE) -> ScriptResult:
-    """Check, then run one plugin's script of ``phase`` with its retries."""
+def partner_problem(plugin: Plugin, phase: str) -> Optional[ErrorRecord]:
+    """Before a pre-script runs, its post-script (if any) must exist and be
+    trusted, as Microsoft's extension checks both first: a pre-script whose
+    post-script cannot run would leave the application quiesced. The
+    post-script's error (Post-ScriptNotFound, InsufficientPermissionfor
+    Post-Script), or None."""
+    if phase != "pre" or not plugin.post:
+        return None
+    try:
+        os.close(open_trusted(plugin.post[0], "post").fd)
+    except VmsnapshotError as exc:
+        message = exc.message
+        if not message.endswith("; nothing of this plugin runs"):
+            message += "; nothing of this plugin runs"
+        return ErrorRecord(exc.entry, "%s (its pre-script %s was not "
+                           "started)" % (message, plugin.pre[0]
+                                         if plugin.pre else "-"))
+    return None
+
+
+def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
+               should_stop: Optional[ShouldStop] = None) -> ScriptResult:
+    """Check, then run one plugin's script of ``phase`` with its retries;
+    stopped at once (result ``interrupted``) when ``should_stop()``."""
     argv = script_argv(plugin, phase)
     assert argv, "plugin %s has no %s script" % (plugin.name, phase)
     start = time.monotonic()
@@ -146,47 +179,60 @@ def run_script(plugin: Plugin, phase: str,
     except VmsnapshotError as exc:
         return make_result(plugin, phase, argv, 0, None, exc.record(),
                            (time.monotonic() - start) * 1000)
+    os.close(trusted.fd)     # executed by path: see vmsnapshot.trust
+    partner = partner_problem(plugin, phase)
+    if partner is not None:
+        return make_result(plugin, phase, argv, 0, None, partner,
+                           (time.monotonic() - start) * 1000)
     deadline = start + plugin.timeout
     env = script_env(plugin, phase, trusted)
     attempts = 0
     res: Optional[ProcessResult] = None
     error: Optional[ErrorRecord] = None
-    try:
-        while True:
-            attempts += 1
-            left = max(0.0, deadline - time.monotonic())
-            try:
-                res = run_process(argv, executable_fd=trusted.fd, env=env,
-                                  timeout=left, grace=grace)
-            except OSError as exc:   # permanent: retrying cannot help
-                error = exec_failure_record(plugin, phase, argv, trusted, exc)
-                break
-            if res.returncode == 0 and not res.timed_out:
-                error = None
-                break
-            error = failure_record(plugin, phase, argv, res, attempts)
-            if (res.timed_out or attempts > retries_of(plugin, phase)
-                    or time.monotonic() >= deadline):
-                break
-            log.warning("%s; retrying", error.message)
-    finally:
-        os.close(trusted.fd)
+    interrupted = False
+    while True:
+        if should_stop is not None and should_stop():
+            interrupted, error = True, None
+            break
+        attempts += 1
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            res = run_process(argv, env=env, timeout=left, grace=grace,
+                              should_stop=should_stop, cgroup=True)
+        except OSError as exc:   # permanent: retrying cannot help
+            error = exec_failure_record(plugin, phase, argv, trusted, exc)
+            break
+        if res.interrupted:
+            interrupted, error = True, None
+            break
+        if res.returncode == 0 and not res.timed_out:
+            error = None
+            break
+        error = failure_record(plugin, phase, argv, res, attempts)
+        if (res.timed_out or attempts > retries_of(plugin, phase)
+                or time.monotonic() >= deadline):
+            break
+        log.warning("%s; retrying", error.message)
     return make_result(plugin, phase, argv, attempts, res, error,
-                       (time.monotonic() - start) * 1000)
+                       (time.monotonic() - start) * 1000, interrupted)
 
 
-def run_phase(plugins: Sequence[Plugin], phase: str,
-              grace: float = GRACE,
-              should_stop: Optional[Callable[[], bool]] = None
-              ) -> List[ScriptResult]:
+def run_phase(plugins: Sequence[Plugin], phase: str, grace: float = GRACE,
+              should_stop: Optional[ShouldStop] = None) -> List[ScriptResult]:
     """Run the ``phase`` script of every plugin that has one, in parallel;
-    results in plugin order. Held pre-scripts are skipped (vmsnapshot.held)."""
+    results in plugin order. Held pre-scripts are skipped (vmsnapshot.held).
+
+    ``should_stop`` (e.g. "a SIGTERM arrived") is polled every ~30 ms while
+    scripts run: once true, every running script is stopped at once
+    (SIGTERM, ``grace``, SIGKILL, reaped), none is started, and their
+    results say ``interrupted`` (error None: the caller reports
+    RunInterrupted once)."""
     todo = [p for p in plugins if script_argv(p, phase)
             and not (phase == "pre" and p.hold)]
     results: List[Optional[ScriptResult]] = [None] * len(todo)
 
     def one(i: int) -> None:
-        results[i] = run_script(todo[i], phase, grace)
+        results[i] = run_script(todo[i], phase, grace, should_stop)
 
     threads = [threading.Thread(target=one, args=(i,),
                                 name="vmsnapshot-%s-%s" % (phase, p.name))

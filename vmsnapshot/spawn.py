@@ -13,6 +13,11 @@ its pid, so the process group id cannot have been reused by another process.
 After the leader exits, whatever is left of its group is killed: a script's
 background children do not outlive it (nor hold its stdout open forever).
 
+With ``cgroup=True`` (scripts, held hooks) the child also gets its own
+cgroup v2 (vmsnapshot.cgroup) and every kill also writes its
+``cgroup.kill``: a script that daemonized (setsid, double fork) left the
+process group but not the cgroup. Without cgroup v2, the group alone.
+
 This module runs while filesystems are frozen (the snapshot command, held
 hooks): it imports everything up front and touches no disk.
 """
@@ -26,7 +31,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from vmsnapshot import cgroup as cgroups
 
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
@@ -35,6 +42,14 @@ TAIL_LINES = 20
 DRAIN_DELAY = 0.2       # s to wait for output after the leader exited
 _POLL_STEP = 0.01       # s between exit checks without a pidfd
 _READ_SIZE = 65536
+STOP_POLL = 0.03        # s between should_stop() checks while waiting
+
+ShouldStop = Callable[[], bool]
+
+
+def never() -> bool:
+    """The default should_stop: nothing asks to stop."""
+    return False
 
 SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -72,12 +87,16 @@ class ProcessResult:
     duration_ms: float
     output_tail: Tuple[str, ...]   # last lines of stdout+stderr
     bytes_dropped: int             # output beyond the buffer, discarded
+    interrupted: bool = False      # stopped because should_stop() said so
 
     def describe(self) -> str:
         if self.signal is not None:
             status = "killed by signal %s" % self.signal
         else:
             status = "exit status %d" % self.returncode
+        if self.interrupted:
+            return "stopped after %.1f s: the run was interrupted (%s)" % (
+                self.duration_ms / 1000, status)
         if self.timed_out:
             return "timed out after %.1f s (%s)" % (self.duration_ms / 1000,
                                                     status)
@@ -171,8 +190,10 @@ class ProcessHandle:
 
     def __init__(self, argv: Tuple[str, ...], proc: subprocess.Popen,
                  drain: _Drain, stdin_fd: Optional[int], grace: float,
-                 tail_lines: int, started: float):
+                 tail_lines: int, started: float,
+                 cgroup: Optional[cgroups.ScriptCgroup] = None):
         self.argv = argv
+        self.cgroup = cgroup     # None: the process group alone
         self.proc = proc
         self.pid = proc.pid
         self.drain = drain
@@ -209,13 +230,19 @@ class ProcessHandle:
     def alive(self) -> bool:
         return not self.exited()
 
-    def wait_exit(self, timeout: Optional[float]) -> bool:
-        """Wait for the leader to exit (not reaping it); False on timeout."""
+    def wait_exit(self, timeout: Optional[float],
+                  should_stop: Optional[ShouldStop] = None) -> bool:
+        """Wait for the leader to exit (not reaping it); False on timeout or
+        as soon as ``should_stop()`` is true (polled every STOP_POLL s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.exited():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
+            if should_stop is not None:
+                if should_stop():
+                    return False
+                left = STOP_POLL if left is None else min(left, STOP_POLL)
             if self.pidfd is not None:
                 poller = select.poll()
                 poller.register(self.pidfd, select.POLLIN)
@@ -225,19 +252,21 @@ class ProcessHandle:
                            min(_POLL_STEP, left))
         return True
 
-    def wait_line(self, timeout: float) -> bool:
-        """Wait until the watched line (READY) arrived; False on timeout or
-        when the output ended without it."""
+    def wait_line(self, timeout: float,
+                  should_stop: Optional[ShouldStop] = None) -> bool:
+        """Wait until the watched line (READY) arrived; False on timeout,
+        when the output ended without it, or once ``should_stop()``."""
         deadline = time.monotonic() + timeout
+        stop = should_stop or never
         while not self.drain.line_seen.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or stop():
                 return False
             if self.exited() or not self.drain.is_alive():
                 self.drain.join(DRAIN_DELAY)   # the line may be in flight
                 return self.drain.line_seen.is_set()
             with self.drain.changed:
-                self.drain.changed.wait(min(left, 0.05))
+                self.drain.changed.wait(min(left, STOP_POLL))
         return True
 
     # -- signals -------------------------------------------------------
@@ -256,6 +285,8 @@ class ProcessHandle:
 
     def kill_group(self) -> None:
         self.signal_group(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill()      # also what left the group (daemons)
 
     def close_stdin(self) -> None:
         """EOF on the child's stdin (a held hook's "release now")."""
@@ -265,32 +296,35 @@ class ProcessHandle:
                 self.stdin_fd = None
 
     # -- ending --------------------------------------------------------
-    def wait(self, timeout: Optional[float]) -> Optional[ProcessResult]:
-        """The result if the leader exits within ``timeout``, else None (the
-        child keeps running)."""
+    def wait(self, timeout: Optional[float],
+             should_stop: Optional[ShouldStop] = None
+             ) -> Optional[ProcessResult]:
+        """The result if the leader exits within ``timeout`` (and before
+        ``should_stop()``), else None (the child keeps running)."""
         if self.result is not None:
             return self.result
-        if not self.wait_exit(timeout):
+        if not self.wait_exit(timeout, should_stop):
             return None
         return self._finish(timed_out=False)
 
-    def stop(self, grace: Optional[float] = None,
-             timed_out: bool = True) -> ProcessResult:
+    def stop(self, grace: Optional[float] = None, timed_out: bool = True,
+             interrupted: bool = False) -> ProcessResult:
         """SIGTERM the group, wait ``grace``, SIGKILL; returns the result."""
         if self.result is not None:
             return self.result
         if not self.exited():
             self.terminate_group()
             self.wait_exit(self.grace if grace is None else grace)
-        return self._finish(timed_out=timed_out)
+        return self._finish(timed_out=timed_out, interrupted=interrupted)
 
-    def _finish(self, timed_out: bool) -> ProcessResult:
+    def _finish(self, timed_out: bool,
+                interrupted: bool = False) -> ProcessResult:
         with self._finishing:
             if self.result is None:
-                self.result = self._reap(timed_out)
+                self.result = self._reap(timed_out, interrupted)
         return self.result
 
-    def _reap(self, timed_out: bool) -> ProcessResult:
+    def _reap(self, timed_out: bool, interrupted: bool) -> ProcessResult:
         if not self.exited():
             self.kill_group()
             self.wait_exit(None)
@@ -305,6 +339,8 @@ class ProcessHandle:
             self.drain.join()
         with self._lock:
             returncode = self.proc.wait()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self.close_stdin()
         self.drain.close()
         if self.pidfd is not None:
@@ -316,29 +352,28 @@ class ProcessHandle:
             timed_out=timed_out,
             duration_ms=(exited_at - self.started) * 1000.0,
             output_tail=self.drain.tail(self.tail_lines),
-            bytes_dropped=self.drain.dropped)
+            bytes_dropped=self.drain.dropped, interrupted=interrupted)
 
 
-def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
+def start_process(argv: Sequence[str], *,
                   env: Optional[Mapping[str, str]] = None, cwd: str = "/",
                   stdin: int = DEVNULL, grace: float = 5.0,
                   output_limit: int = OUTPUT_LIMIT,
                   watch_line: Optional[bytes] = None,
-                  tail_lines: int = TAIL_LINES) -> ProcessHandle:
+                  tail_lines: int = TAIL_LINES,
+                  cgroup: bool = False) -> ProcessHandle:
     """Start ``argv`` in a new session; OSError if it cannot be executed.
 
-    ``executable_fd``: run that open file (via /proc/self/fd/N) instead of
-    looking up argv[0]. ``env`` None inherits ours. ``stdin`` DEVNULL or PIPE
+    ``argv[0]`` is executed as given (scripts: the trust-checked path; no fd
+    on it is passed down, see vmsnapshot.trust). ``env`` None inherits
+    ours. ``stdin`` DEVNULL or PIPE
     (then ``handle.close_stdin()`` sends EOF; our end is CLOEXEC so no other
     child holds it). ``watch_line``: keep stderr apart and let
-    ``handle.wait_line`` report that line on stdout.
+    ``handle.wait_line`` report that line on stdout. ``cgroup``: run it in
+    its own cgroup v2 where available (see module doc).
     """
     argv = tuple(argv)
-    executable = None
-    pass_fds: Tuple[int, ...] = ()
-    if executable_fd is not None:
-        executable = "/proc/self/fd/%d" % executable_fd
-        pass_fds = (executable_fd,)
+    cg = cgroups.make() if cgroup else None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe() if watch_line is not None else (None, None)
     in_r, in_w = os.pipe() if stdin == PIPE else (None, None)
@@ -346,17 +381,24 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            argv, executable=executable, pass_fds=pass_fds,
-            stdin=in_r if in_r is not None else stdin, stdout=out_w,
+            argv, stdin=in_r if in_r is not None else stdin, stdout=out_w,
             stderr=err_w if err_w is not None else subprocess.STDOUT,
-            cwd=cwd, env=env, start_new_session=True)
+            cwd=cwd, env=env, start_new_session=True,
+            preexec_fn=cg.join_fn() if cg is not None else None)
     except BaseException:
         to_close += [out_r, err_r, in_w]
+        if cg is not None:
+            cg.remove()
         raise
     finally:
         for fd in to_close:
             if fd is not None:
                 os.close(fd)
+    if cg is not None:
+        cg.started()
+        if not cg.contains(proc.pid):     # could not join: group alone
+            cg.remove(timeout=0)
+            cg = None
     reads = [out_r] + ([err_r] if err_r is not None else [])
     try:
         drain = _Drain(reads, output_limit, watch_fd=out_r,
@@ -364,27 +406,39 @@ def start_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
         drain.start()
     except BaseException:   # no thread to drain it: do not leave it running
         os.killpg(proc.pid, signal.SIGKILL)    # unreaped: the pgid is ours
+        if cg is not None:
+            cg.kill()
         proc.wait()
+        if cg is not None:
+            cg.remove()
         for fd in reads + ([in_w] if in_w is not None else []):
             os.close(fd)
         raise
-    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started)
+    return ProcessHandle(argv, proc, drain, in_w, grace, tail_lines, started,
+                         cg)
 
 
-def run_process(argv: Sequence[str], *, executable_fd: Optional[int] = None,
-                timeout: float, env: Optional[Mapping[str, str]] = None,
+def run_process(argv: Sequence[str], *, timeout: float,
+                env: Optional[Mapping[str, str]] = None,
                 cwd: str = "/", stdin: int = DEVNULL, grace: float = 5.0,
-                output_limit: int = OUTPUT_LIMIT) -> ProcessResult:
+                output_limit: int = OUTPUT_LIMIT,
+                should_stop: Optional[ShouldStop] = None,
+                cgroup: bool = False) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout`` (then SIGTERM the group,
-    ``grace``, SIGKILL). Raises OSError only if it cannot be started."""
-    handle = start_process(argv, executable_fd=executable_fd, env=env,
+    ``grace``, SIGKILL), or until ``should_stop()`` (the same escalation;
+    the result says ``interrupted``). Raises OSError only if it cannot be
+    started."""
+    handle = start_process(argv, env=env,
                            cwd=cwd, stdin=stdin, grace=grace,
-                           output_limit=output_limit)
+                           output_limit=output_limit, cgroup=cgroup)
     try:
-        result = handle.wait(timeout)
+        result = handle.wait(timeout, should_stop)
     except BaseException:        # interrupted: leave nothing behind
         handle.stop(grace=0.0)
         raise
     if result is None:
-        result = handle.stop(grace)
+        if should_stop is not None and should_stop():
+            result = handle.stop(grace, timed_out=False, interrupted=True)
+        else:
+            result = handle.stop(grace)
     return result

@@ -1,5 +1,5 @@
-"""Trust checks for pre/post scripts, and opening the very file that was
-checked.
+"""Trust checks for pre/post scripts and configuration files: one walk, one
+set of messages.
 
 The path is resolved by hand, one component at a time, each opened with
 ``O_PATH|O_NOFOLLOW`` relative to the directory fd already checked, so what is
@@ -21,9 +21,17 @@ A group-writable directory is refused even when its group is root: non-root
 users can be members of group 0. POSIX ACLs granting write show up as group
 write bits (the ACL mask), so they are refused too.
 
-The runner executes the returned fd through ``/proc/self/fd/N``; for a
-``#!`` script the interpreter then reopens that same fd path, so ``$0`` is
-``/proc/self/fd/N`` and the real path is given in ``VMSNAPSHOT_SCRIPT``.
+Scripts and configuration files differ only in the last step (scripts:
+owner root, no group/other access, executable; configuration: owner root,
+no group/other access, no execute bits).
+
+Scripts are executed by their configured path once the walk passed. The
+check-then-exec window is not a race anyone but root can win: every
+directory and symlink on the path and the file are root-owned and writable
+by root alone, so only root can swap a component in between (and root can
+change the configuration anyway). Executing through ``/proc/self/fd/N``
+instead would leave a readable fd on the root-only script in the script and
+in every child it starts, and give the script a useless ``$0``.
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ import os
 import pwd
 import stat
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 from vmsnapshot.errors import Catalogue, ScriptError, TrustError
 
@@ -71,14 +79,68 @@ def phase_entries(phase: str) -> PhaseEntries:
 
 
 @dataclass(frozen=True)
-class TrustedScript:
-    """An open, checked script: execute ``fd``, never ``path`` again."""
+class TrustedFile:
+    """An open, checked file (O_RDONLY|O_CLOEXEC): read ``fd``."""
 
     fd: int
     path: str        # as configured
     real_path: str   # symlinks resolved
     st_dev: int
     st_ino: int
+
+
+TrustedScript = TrustedFile   # the name scripts and held hooks know
+
+
+class Refusal(Exception):
+    """Why a path is not trusted (``missing``: a component does not
+    exist). ``detail`` reads as a sentence about the path."""
+
+    def __init__(self, detail: str, missing: bool = False):
+        super().__init__(detail)
+        self.detail = detail
+        self.missing = missing
+
+
+# Last step of the walk: the problems of the file itself, each with its fix.
+FileCheck = Callable[[os.stat_result, str], List[str]]
+
+
+def script_problems(st: os.stat_result, real: str) -> List[str]:
+    """A script: owner root, no group/other access, executable."""
+    fix = "fix: chown root:root %s && chmod 700 %s" % (real, real)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0:
+        return ["%s is not owned by root (%s); %s" % (real, _describe(st),
+                                                       fix)]
+    if mode & 0o077:
+        return ["%s is accessible by group or others (%s); expected mode "
+                "700; %s" % (real, _describe(st), fix)]
+    if not mode & stat.S_IXUSR:
+        return ["%s is not executable (%s); %s" % (real, _describe(st), fix)]
+    return []
+
+
+def config_problems(st: os.stat_result, real: str) -> List[str]:
+    """A configuration file names programs run as root: owner root, no
+    group/other access at all (Microsoft's extension refuses a file others
+    may read: its error 317), no execute bits (not a program; +x usually
+    means a careless chmod 755/777)."""
+    found = []
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0:
+        found.append("%s is not owned by root (%s); fix: chown root:root %s"
+                     % (real, _describe(st), real))
+    if mode & 0o077:
+        found.append("%s is accessible by group or others (%s); expected "
+                     "mode 600, as Microsoft's extension requires (its "
+                     "error 317 refuses it); fix: chmod 600 %s"
+                     % (real, _describe(st), real))
+    if mode & 0o100:
+        found.append("%s has execute bits (%s): a configuration file is not "
+                     "a program; fix: chmod 600 %s"
+                     % (real, _describe(st), real))
+    return found
 
 
 def _owner(uid: int) -> str:
@@ -103,32 +165,15 @@ def _components(path: str) -> List[str]:
 
 
 class _Walk:
-    """State of one resolution: a stack of checked directory fds."""
+    """State of one resolution: a stack of checked directory fds. Raises
+    Refusal for the path (directories, symlinks, kind); the file's own
+    problems (``check``) are returned with the open fd."""
 
-    def __init__(self, path: str, phase: str):
-        entries = phase_entries(phase)
+    def __init__(self, path: str, check: FileCheck):
         self.path = path
-        self.phase = phase
-        self.not_found = entries.not_found
-        self.no_permission = entries.no_permission
+        self.check = check
         # (fd, real path, world-writable-but-sticky)
         self.stack: List[Tuple[int, str, bool]] = []
-
-    def _message(self, detail: str) -> str:
-        # "Pre-script /x is not ..." rather than "Pre-script /x: /x is not ..."
-        if detail.startswith(self.path + " "):
-            detail = detail[len(self.path):]
-        else:
-            detail = ": " + detail
-        return "%s-script %s%s" % (self.phase.capitalize(), self.path, detail)
-
-    def missing(self, detail: str) -> ScriptError:
-        return ScriptError(self._message(detail), self.not_found)
-
-    def refuse(self, detail: str) -> TrustError:
-        return TrustError(self._message(detail)
-                          + "; nothing of this plugin runs",
-                          self.no_permission)
 
     def close(self) -> None:
         while self.stack:
@@ -139,14 +184,14 @@ class _Walk:
         mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != 0:
             os.close(fd)
-            raise self.refuse("directory %s is not owned by root (%s); "
-                              "fix: chown root:root %s"
-                              % (real, _describe(st), real))
+            raise Refusal("directory %s is not owned by root (%s); "
+                          "fix: chown root:root %s"
+                          % (real, _describe(st), real))
         sticky_open = False
         if mode & 0o022:
             if not (mode & stat.S_ISVTX and mode & 0o002):
                 os.close(fd)
-                raise self.refuse(
+                raise Refusal(
                     "directory %s is writable by %s (%s); fix: chmod go-w %s"
                     % (real, _writers(mode), _describe(st), real))
             sticky_open = True   # acceptable as an ancestor only, see above
@@ -158,14 +203,14 @@ class _Walk:
         try:
             return os.open(name, _PATH_FLAGS, dir_fd=dfd), real
         except (FileNotFoundError, NotADirectoryError):
-            raise self.missing("%s does not exist" % real) from None
+            raise Refusal("%s does not exist" % real, missing=True) from None
         except OSError as exc:
-            raise self.refuse("cannot open %s: %s" % (real, exc.strerror)) \
+            raise Refusal("cannot open %s: %s" % (real, exc.strerror)) \
                 from None
 
-    def resolve(self) -> TrustedScript:
+    def resolve(self) -> Tuple[TrustedFile, List[str]]:
         if not os.path.isabs(self.path):
-            raise self.missing("not an absolute path")
+            raise Refusal("not an absolute path", missing=True)
         self.push_dir(os.open("/", _PATH_FLAGS | os.O_DIRECTORY), "/")
         todo = _components(self.path)
         links = 0
@@ -184,7 +229,8 @@ class _Walk:
                     os.close(fd)
                 links += 1
                 if links > MAX_SYMLINKS:
-                    raise self.missing("too many levels of symbolic links")
+                    raise Refusal("too many levels of symbolic links",
+                                  missing=True)
                 if target.startswith("/"):
                     while len(self.stack) > 1:
                         os.close(self.stack.pop()[0])
@@ -192,67 +238,75 @@ class _Walk:
             elif todo:
                 if not stat.S_ISDIR(st.st_mode):
                     os.close(fd)
-                    raise self.missing("%s is not a directory" % real)
+                    raise Refusal("%s is not a directory" % real,
+                                  missing=True)
                 self.push_dir(fd, real)
             else:
                 try:
-                    return self.open_final(fd, st, name, real)
+                    return self.open_final(st, name, real)
                 finally:
                     os.close(fd)
-        raise self.refuse("resolves to the directory %s, not a file"
-                          % self.stack[-1][1])
+        raise Refusal("resolves to the directory %s, not a file"
+                      % self.stack[-1][1])
 
     def follow(self, fd: int, st: os.stat_result, name: str, real: str) -> str:
         # The directory holding the link is trusted, but in a sticky
         # directory the link's owner may replace it: links must be root's.
         if st.st_uid != 0:
-            raise self.refuse("symlink %s is not owned by root (%s); fix: "
-                              "chown -h root:root %s" % (real, _describe(st),
-                                                         real))
+            raise Refusal("symlink %s is not owned by root (%s); fix: "
+                          "chown -h root:root %s" % (real, _describe(st),
+                                                     real))
         return os.readlink(name, dir_fd=self.stack[-1][0])
 
-    def open_final(self, pfd: int, st: os.stat_result, name: str,
-                   real: str) -> TrustedScript:
-        fix = "fix: chown root:root %s && chmod 700 %s" % (real, real)
+    def open_final(self, st: os.stat_result, name: str, real: str
+                   ) -> Tuple[TrustedFile, List[str]]:
         if not stat.S_ISREG(st.st_mode):
-            raise self.refuse("%s is not a regular file" % real)
+            raise Refusal("%s is %s" % (real, "a directory, not a regular "
+                                        "file" if stat.S_ISDIR(st.st_mode)
+                                        else "not a regular file"))
         dfd, dreal, sticky_open = self.stack[-1]
         if sticky_open:
-            raise self.refuse(
-                "its directory %s is world-writable (sticky); keep scripts in "
-                "a directory only root can write, e.g. /etc/vmsnapshot/scripts"
+            raise Refusal(
+                "its directory %s is world-writable (sticky); keep it in "
+                "a directory only root can write, e.g. /etc/vmsnapshot"
                 % dreal)
         try:
             fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
         except FileNotFoundError:
-            raise self.missing("%s does not exist" % real) from None
+            raise Refusal("%s does not exist" % real, missing=True) from None
         except OSError as exc:
-            raise self.refuse("cannot open %s: %s" % (real, exc.strerror)) \
+            raise Refusal("cannot open %s: %s" % (real, exc.strerror)) \
                 from None
         try:
             fst = os.fstat(fd)
-            mode = stat.S_IMODE(fst.st_mode)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                problem: Optional[str] = ("%s changed while being checked"
-                                          % real)
-            elif fst.st_uid != 0:
-                problem = "%s is not owned by root (%s); %s" % (
-                    real, _describe(fst), fix)
-            elif mode & 0o077:
-                problem = ("%s is accessible by group or others (%s); "
-                           "expected mode 700; %s"
-                           % (real, _describe(fst), fix))
-            elif not mode & stat.S_IXUSR:
-                problem = "%s is not executable (%s); %s" % (
-                    real, _describe(fst), fix)
-            else:
-                problem = None
-            if problem is not None:
-                raise self.refuse(problem)
+                raise Refusal("%s changed while being checked" % real)
+            problems = self.check(fst, real)
         except BaseException:
             os.close(fd)
             raise
-        return TrustedScript(fd, self.path, real, fst.st_dev, fst.st_ino)
+        return (TrustedFile(fd, self.path, real, fst.st_dev, fst.st_ino),
+                problems)
+
+
+def walk(path: str, check: FileCheck) -> Tuple[TrustedFile, List[str]]:
+    """Resolve and open ``path`` checking every directory and symlink on
+    the way (Refusal if one is not root-only), then ``check`` the file:
+    its problems are returned with the open fd (the caller closes it)."""
+    w = _Walk(path, check)
+    try:
+        return w.resolve()
+    finally:
+        w.close()
+
+
+def _script_message(path: str, phase: str, detail: str) -> str:
+    # "Pre-script /x is not ..." rather than "Pre-script /x: /x is not ..."
+    if detail.startswith(path + " "):
+        detail = detail[len(path):]
+    else:
+        detail = ": " + detail
+    return "%s-script %s%s" % (phase.capitalize(), path, detail)
 
 
 def open_trusted(path: str, phase: str) -> TrustedScript:
@@ -261,11 +315,22 @@ def open_trusted(path: str, phase: str) -> TrustedScript:
     Raises VmsnapshotError: Pre/Post-ScriptNotFound when a component is
     missing, InsufficientPermissionforPre/Post-Script for any trust problem.
     """
-    walk = _Walk(path, phase)
+    entries = phase_entries(phase)
     try:
-        return walk.resolve()
-    finally:
-        walk.close()
+        trusted, problems = walk(path, script_problems)
+    except Refusal as r:
+        if r.missing:
+            raise ScriptError(_script_message(path, phase, r.detail),
+                              entries.not_found) from None
+        problems, trusted = [r.detail], None
+    if problems:
+        if trusted is not None:
+            os.close(trusted.fd)
+        raise TrustError(_script_message(path, phase, problems[0])
+                         + "; nothing of this plugin runs",
+                         entries.no_permission)
+    assert trusted is not None
+    return trusted
 
 
 def open_trusted_script(path: str, phase: str) -> int:

@@ -13,29 +13,48 @@ import shlex
 from typing import List, Optional, Tuple
 
 from vmsnapshot import freezer, mountinfo, mounts, policy, trust
-from vmsnapshot.config import config_file, found_configs, validate_config
+from vmsnapshot.config import merge
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
-from vmsnapshot.config.search import FORMAT_NAMES, SEARCH_ORDER
+from vmsnapshot.config.search import (
+    CONF_D, FORMAT_NAMES, NATIVE_PATH, SEARCH_ORDER, Sources, read_sources)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 
 
-def _describe_files(config_path: Optional[str], root: str,
-                    config: Optional[Config]) -> List[str]:
-    path, fmt = config_file(config_path, root)
-    if path is None or fmt is None:
-        return ["configuration: none (searched %s): freeze only, no scripts"
-                % ", ".join(under_root(f, root) for f in SEARCH_ORDER)]
-    lines = ["configuration: %s (%s)" % (path, FORMAT_NAMES[fmt])]
-    used = set(config.sources) if config else {path}
-    lines += ["  also read: %s" % s for s in (config.sources[1:]
-                                              if config else ())]
-    if config_path is None:
-        lines += ["  not used: %s (an earlier file in the search order "
-                  "wins)" % f for f in found_configs(root) if f not in used]
+def _describe_files(found: Sources, root: str) -> List[str]:
+    """Every file read, what it brought in, and what was passed over."""
+    read = [f for f in found.files if not f.skipped]
+    if not found.files:
+        return ["configuration: none (searched %s): freeze only, no "
+                "scripts" % ", ".join(
+                    [under_root(NATIVE_PATH, root),
+                     under_root(CONF_D, root) + "/*.toml"]
+                    + [under_root(f, root) for f in SEARCH_ORDER[1:]])]
+    lines = []
+    for f in read:
+        lines.append("configuration: %s (%s)" % (f.path,
+                                                 FORMAT_NAMES[f.fmt]))
+        lines += ["  also read: %s" % s for s in f.also]
+    lines += ["  not used: %s (%s)" % (f.path, f.skipped)
+              for f in found.files if f.skipped]
+    return lines
+
+
+def _provenance(config: Config) -> List[str]:
+    """Where each setting and plugin came from (file -> key)."""
+    lines = []
+    for key in dict.fromkeys(s.key for s in config.settings):
+        given = [s for s in config.settings if s.key == key]
+        origins = given[0].origin if len(given) == 1 else "; ".join(
+            "%s (%s)" % (s.origin, merge.show_value(s.value)) for s in given)
+        lines.append("setting %s = %s: from %s" % (
+            merge.show_key(key),
+            merge.show_value(merge.merged_value(config, key)), origins))
+    lines += ["plugin %s: from %s" % (p.name, p.origin or p.source)
+              for p in config.plugins]
     return lines
 
 
@@ -64,9 +83,10 @@ def _check_scripts(config: Config, problems: List[ErrorRecord],
             except VmsnapshotError as e:
                 problems.append(e.record())
                 out.append("%s: %s" % (label, e.entry.error_name))
-                # A refused post-script costs only itself (run adds its
-                # error); a refused pre-script is a failed pre phase.
-                pre_ok = pre_ok and phase != "pre"
+                # A refused pre-script is a failed pre phase; so is a
+                # refused post-script of a plugin with a pre-script (run
+                # then starts neither, as Microsoft's extension does).
+                pre_ok = pre_ok and not plugin.pre
             else:
                 out.append("%s: ok" % label)
     return pre_ok
@@ -171,11 +191,16 @@ def _summary(level: str, why: str, problems: int) -> str:
 def check_command(config_path: Optional[str], root: str = "/") -> int:
     """Print every problem as NAME (code): message / action, then a summary
     line; 0 when there is none, 1 otherwise."""
-    config, problems = validate_config(config_path, root)
-    config_ok = not problems and config is not None
-    out = _describe_files(config_path, root, config)
+    found = read_sources(config_path, root)
+    config = found.config
+    # Conflicting settings fail check, but run uses the safer value: the
+    # configuration is still the one a run would use.
+    config_ok = not found.errors and config is not None
+    problems = list(found.errors) + list(found.conflicts)
+    out = _describe_files(found, root)
     pre_ok = False
     if config is not None:
+        out += _provenance(config)
         out.append(_settings(config))
         pre_ok = _check_scripts(config, problems, out)
     module_ok = True

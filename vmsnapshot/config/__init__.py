@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin
 from vmsnapshot.config.search import (
-    NATIVE_PATH, PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH, SEARCH_ORDER,
-    InvalidConfig, config_file, found_configs, load_config, validate_config)
+    CONF_D, NATIVE_PATH, PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH, SEARCH_ORDER,
+    InvalidConfig, config_file, found_configs, load_config, read_sources,
+    validate_config)
 
 __all__ = [
     "Config", "FreezeSettings", "Plugin", "InvalidConfig", "load_config",
     "validate_config", "config_file", "found_configs", "SEARCH_ORDER",
-    "NATIVE_PATH", "PLUGINHOST_PATH", "SCRIPT_PLUGIN_PATH",
+    "NATIVE_PATH", "PLUGINHOST_PATH", "SCRIPT_PLUGIN_PATH", "CONF_D",
+    "read_sources",
 ]

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from vmsnapshot.config.model import Config, FreezeSettings, Plugin
+from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.config.problems import (
     Problems, pick, read_config_file, suggest, want_abspath, want_bool,
     want_count, want_seconds, want_str, want_str_list)
@@ -29,6 +29,9 @@ TEMPLATE_KEYS = (
 # Azure's documented default ("Default is 30"), not the native one.
 AZURE_SCRIPT_TIMEOUT = 30.0
 DEFAULT_PLUGIN_NAME = "ScriptRunner"
+# The file's two settings, by their native names (config/merge.py).
+_FLAGS = {"freeze.enabled": "fsFreezeEnabled",
+          "policy.continue_on_failure": "continueBackupOnFailure"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ScriptPluginFile:
     plugin: Optional[Plugin]
     fs_freeze_enabled: bool
     continue_on_failure: bool
+    settings: Tuple[Setting, ...] = ()  # the two flags, where given
 
 
 class _Duplicate(ValueError):
@@ -92,7 +96,10 @@ def parse(text: str, p: Problems) -> Optional[Dict[str, Any]]:
 
 def _script(p: Problems, data: Dict[str, Any], phase: str
             ) -> Optional[Tuple[str, ...]]:
-    """argv of one phase: the location, then its non-empty params."""
+    """argv of one phase: the location, then its params exactly as listed
+    (Azure runs ``sh SCRIPT PARAM...``: the template's ["", ""] gives the
+    script two empty arguments, and scripts written for Azure count on
+    it)."""
     params = want_str_list(p, (phase + "ScriptParams",),
                            data.get(phase + "ScriptParams", []),
                            "a list of strings, like [\"--fast\", \"db1\"]")
@@ -106,8 +113,7 @@ def _script(p: Problems, data: Dict[str, Any], phase: str
     path = want_abspath(p, (key,), data[key], "the %s-script" % phase)
     if path is None:
         return None
-    # The template ships ["", ""]: empty strings mean "no parameter".
-    return (path,) + tuple(arg for arg in (params or []) if arg != "")
+    return (path,) + tuple(params or [])
 
 
 def read(p: Problems) -> Optional[ScriptPluginFile]:
@@ -140,16 +146,23 @@ def read(p: Problems) -> Optional[ScriptPluginFile]:
     if pre is not None or post is not None:
         plugin = Plugin(name=name, pre=pre, post=post, timeout=timeout,
                         pre_retries=pre_retries, post_retries=post_retries,
-                        source=p.path)
+                        source=p.path, origin=p.path)
     else:
         log.info("%s: no preScriptLocation or postScriptLocation set; "
                  "no script to run", p.path)
+    flags = {key: pick(p, data, (), azure_key, want_bool, True)
+             for key, azure_key in _FLAGS.items()}
     return ScriptPluginFile(
         plugin=plugin,
-        fs_freeze_enabled=pick(p, data, (), "fsFreezeEnabled", want_bool,
-                               True),
-        continue_on_failure=pick(p, data, (), "continueBackupOnFailure",
-                                 want_bool, True))
+        fs_freeze_enabled=flags["freeze.enabled"],
+        continue_on_failure=flags["policy.continue_on_failure"],
+        # The template lists both flags as true, so every file states
+        # "true" whether or not anyone meant it, and against "false wins" a
+        # true decides nothing: only a false is a stated setting.
+        settings=tuple(Setting(key, False, "%s -> %s" % (p.path, azure))
+                       for key, azure in _FLAGS.items()
+                       if azure in data and flags[key] is False))
+
 
 
 def load(path: str, records: List[ErrorRecord], root: str = "/"
@@ -162,4 +175,4 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
     return Config(freeze=FreezeSettings(enabled=parsed.fs_freeze_enabled),
                   continue_on_failure=parsed.continue_on_failure,
                   plugins=(parsed.plugin,) if parsed.plugin else (),
-                  sources=(path,))
+                  sources=(path,), settings=parsed.settings)

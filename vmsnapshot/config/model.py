@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 DEFAULT_FREEZE_TIMEOUT = 60.0
 DEFAULT_SCRIPT_TIMEOUT = 60.0
@@ -37,6 +37,18 @@ class Plugin:
     hold: bool = False                # pre stays running until post phase
     source: str = ""                  # the file it came from, for messages
     plugin_path: str = ""             # Azure pluginPath<i>: recorded only
+    # "file -> key" that defined it, for check; not part of its identity.
+    origin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a source gave explicitly (a default is not a Setting),
+    so sources can be merged and check can say where a value came from."""
+
+    key: str        # native spelling: "freeze.timeout"
+    value: Any
+    origin: str     # "file -> freeze -> timeout", "file -> fsFreezeEnabled"
 
 
 @dataclass(frozen=True)
@@ -54,3 +66,5 @@ class Config:
     continue_on_failure: bool = True
     plugins: Tuple[Plugin, ...] = ()
     sources: Tuple[str, ...] = ()     # files read, in order
+    # What the sources set explicitly, in source order (config/merge.py).
+    settings: Tuple[Setting, ...] = field(default=(), compare=False)

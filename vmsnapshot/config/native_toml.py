@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from vmsnapshot.config.minversion import minimum_version_ok
 from vmsnapshot.config.model import (
     DEFAULT_FREEZE_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT, Config, FreezeSettings,
-    Plugin)
+    Plugin, Setting, freeze_timeout_problem)
 from vmsnapshot.config.problems import (
     Crumb, Problems, describe, pick, read_config_file, reject_unknown,
     want_abspath, want_bool, want_count, want_seconds, want_str,
@@ -25,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.8-3.10 only
     import tomli as tomllib
 
-TOP_KEYS = ("freeze", "policy", "plugin")
+TOP_KEYS = ("freeze", "policy", "plugin", "minimum_version")
 FREEZE_KEYS = ("enabled", "timeout", "include", "exclude", "presync")
 POLICY_KEYS = ("continue_on_failure",)
 PLUGIN_KEYS = ("name", "pre", "post", "timeout", "retries", "hold")
@@ -71,6 +72,19 @@ def _argv(p: Problems, where: Sequence[Crumb], value: Any
     return tuple(argv)
 
 
+def _freeze_timeout(p: Problems, where: Sequence[Crumb], value: Any
+                    ) -> Optional[float]:
+    """[freeze] timeout: the same bounds as --freeze-timeout."""
+    seconds = want_seconds(p, where, value)
+    if seconds is None:
+        return None
+    problem = freeze_timeout_problem(seconds)
+    if problem is not None:
+        p.add(where, "got %r" % value, "a watchdog deadline that " + problem)
+        return None
+    return seconds
+
+
 def _plugin(p: Problems, index: int, table: Any, names: Dict[str, int]
             ) -> Optional[Plugin]:
     where: List[Crumb] = ["plugin", index]
@@ -107,7 +121,8 @@ def _plugin(p: Problems, index: int, table: Any, names: Dict[str, int]
         return None
     return Plugin(name=name, pre=pre, post=post, timeout=timeout,
                   pre_retries=retries, post_retries=retries, hold=hold,
-                  source=p.path)
+                  source=p.path,
+                  origin="%s -> plugin -> [%d]" % (p.path, index))
 
 
 def parse(text: str, p: Problems) -> Optional[Config]:
@@ -120,13 +135,15 @@ def parse(text: str, p: Problems) -> Optional[Config]:
     except RecursionError:
         p.add((), "not valid TOML: nested too deeply", "TOML")
         return None
+    if not minimum_version_ok(p, data):
+        return None     # a newer format: none of its keys may be trusted
     reject_unknown(p, (), data, TOP_KEYS)
     freeze_t = _table(p, data, "freeze")
     reject_unknown(p, ["freeze"], freeze_t, FREEZE_KEYS)
     w = ["freeze"]
     freeze = FreezeSettings(
         enabled=pick(p, freeze_t, w, "enabled", want_bool, True),
-        timeout=pick(p, freeze_t, w, "timeout", want_seconds,
+        timeout=pick(p, freeze_t, w, "timeout", _freeze_timeout,
                      DEFAULT_FREEZE_TIMEOUT),
         include=pick(p, freeze_t, w, "include", _globs, ()),
         exclude=pick(p, freeze_t, w, "exclude", _globs, ()),
@@ -147,7 +164,22 @@ def parse(text: str, p: Problems) -> Optional[Config]:
         if plugin is not None:
             plugins.append(plugin)
     return Config(freeze=freeze, continue_on_failure=keep_going,
-                  plugins=tuple(plugins), sources=(p.path,))
+                  plugins=tuple(plugins), sources=(p.path,),
+                  settings=_given(p.path, freeze_t, freeze, policy_t,
+                                  keep_going))
+
+
+def _given(path: str, freeze_t: Dict[str, Any], freeze: FreezeSettings,
+           policy_t: Dict[str, Any], keep_going: bool
+           ) -> Tuple[Setting, ...]:
+    """The settings this file states (not its defaults), for merging."""
+    given = [Setting("freeze." + key, getattr(freeze, key),
+                     "%s -> freeze -> %s" % (path, key))
+             for key in FREEZE_KEYS if key in freeze_t]
+    if "continue_on_failure" in policy_t:
+        given.append(Setting("policy.continue_on_failure", keep_going,
+                             "%s -> policy -> continue_on_failure" % path))
+    return tuple(given)
 
 
 def load(path: str, records: List[ErrorRecord], root: str = "/"

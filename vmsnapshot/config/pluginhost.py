@@ -26,7 +26,8 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from vmsnapshot.config import azure_json
-from vmsnapshot.config.model import Config, FreezeSettings, Plugin
+from vmsnapshot.config.azuremark import is_extension_wrapper
+from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.config.problems import Problems, read_config_file, under_root
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
@@ -152,6 +153,7 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
     if n is None:
         return None
     plugins: List[Plugin] = []
+    settings: List[Setting] = []
     freeze = keep_going = True
     sources = [path]
     seen: Dict[str, int] = {}
@@ -175,8 +177,9 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
         sources.append(under_root(json_path, root))
         parsed = azure_json.read(Problems(
             sources[-1], Catalogue.INCORRECT_JSON_CONFIG_FILE, records))
-        if parsed is None:
-            continue
+        if parsed is None or is_extension_wrapper(parsed.plugin):
+            continue    # broken, or Azure-extension mode's own JSON
+        settings.extend(parsed.settings)
         # Azure ANDs the plugins' answers: one application that cannot
         # stand a freeze, or wants failures to stop the backup, wins.
         freeze = freeze and parsed.fs_freeze_enabled
@@ -187,7 +190,9 @@ def load(path: str, records: List[ErrorRecord], root: str = "/"
                 parsed.plugin,
                 name=name if name not in taken else "%s[%d]" % (name, i),
                 timeout=min(parsed.plugin.timeout, cap or math.inf),
-                plugin_path=section.get("pluginpath%d" % i, "").strip()))
+                plugin_path=section.get("pluginpath%d" % i, "").strip(),
+                origin="%s -> [pre_post] -> pluginName%d (%s)"
+                % (path, i, sources[-1])))
     return Config(freeze=FreezeSettings(enabled=freeze),
                   continue_on_failure=keep_going, plugins=tuple(plugins),
-                  sources=tuple(sources))
+                  sources=tuple(sources), settings=tuple(settings))

@@ -11,10 +11,9 @@ import datetime
 import difflib
 import math
 import os
-import pwd
-import stat
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
+from vmsnapshot import trust
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
 Crumb = Union[str, int]
@@ -25,6 +24,8 @@ MAX_CONFIG_BYTES = 1 << 20
 # A day: longer is a typo, and waits beyond what threading and the C
 # watchdog's nanosecond arithmetic accept would fail at run time instead.
 MAX_SECONDS = 86400
+_TRUSTED = ("owner root, mode 600, in directories only root can write "
+            "(as for scripts)")
 
 
 class Problems:
@@ -44,8 +45,24 @@ class Problems:
         message = " -> ".join(crumbs) + ": " + what
         if expected:
             message += "; expected " + expected
-        self.records.append(ErrorRecord(self.entry, message))
+        self.records.append(ErrorRecord(self.entry, printable(message)))
         self.count += 1
+
+
+def printable(text: str) -> str:
+    """TEXT, with what UTF-8 cannot encode (a lone surrogate from JSON's
+    "\\ud800", a non-UTF-8 byte of a path) escaped, so a message about it
+    can always be printed, logged and stored."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:    # a path's non-UTF-8 byte (surrogateescape) shows as \xff
+        raw = text.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def describe(value: Any) -> str:
@@ -103,8 +120,8 @@ def want_seconds(p: Problems, where: Sequence[Crumb],
     if not 0 < seconds <= MAX_SECONDS:
         shown = "a huge number" if seconds == math.inf and \
             isinstance(value, int) else repr(value)
-        p.add(where, "got " + shown, "a positive number of seconds, at most %d (negative and 0 "
-              "are not allowed)" % MAX_SECONDS)
+        p.add(where, "got " + shown, "a positive number of seconds, at "
+              "most %d (negative and 0 are not allowed)" % MAX_SECONDS)
         return None
     return seconds
 
@@ -129,6 +146,14 @@ def want_str(p: Problems, where: Sequence[Crumb], value: Any,
         return None
     if "\0" in value:
         p.add(where, "contains a NUL character", expected)
+        return None
+    try:
+        # Every string ends up in an argv, a message or the report, all
+        # UTF-8: a lone surrogate ("\ud800" in JSON) cannot get there.
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        p.add(where, "got %s: character %d is a lone surrogate, not valid "
+              "Unicode text" % (describe(value), e.start), expected)
         return None
     return value
 
@@ -179,67 +204,37 @@ def reject_unknown(p: Problems, where: Sequence[Crumb], table: dict,
                   "one of " + ", ".join(known))
 
 
-def _owner(uid: int) -> str:
-    try:
-        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
-    except KeyError:
-        return "uid %d" % uid
-
-
-def trust_problems(st: os.stat_result, path: str) -> List[str]:
-    """Why a configuration file may not be trusted, with the fix.
-
-    The config names programs that run as root, so whoever can write it can
-    run anything as root: owner root, no group/other write.  Execute bits
-    are refused too: a config is not a program, and +x usually means a
-    careless chmod 777 / 755.
-    """
-    found = []
-    if st.st_uid != 0:
-        found.append("owned by %s, not root; fix: chown root:root %s"
-                     % (_owner(st.st_uid), path))
-    mode = stat.S_IMODE(st.st_mode)
-    bad = []
-    if mode & 0o022:
-        bad.append("group/others may write it")
-    if mode & 0o111:
-        bad.append("it has execute bits")
-    if bad:
-        found.append("mode %04o: %s; fix: chmod 600 %s"
-                     % (mode, " and ".join(bad), path))
-    return found
-
-
 def read_config_file(p: Problems) -> Optional[str]:
-    """The file's text, read from the very fd whose owner and mode were
-    checked (no check-then-open race).  None if it cannot be read at all;
-    trust problems are recorded but the text is still returned so check can
-    report the content's problems too."""
+    """The file's text, read from the very fd the trust walk opened and
+    checked (vmsnapshot.trust: every directory and symlink on the way
+    root-only; the file root's, mode 600).  None if it cannot be read or
+    its path is not trusted; the file's own owner/mode problems are
+    recorded but the text is still returned, so check can report the
+    content's problems too."""
     path = p.path
     try:
-        # O_NONBLOCK: a FIFO given as --config must not hang check.
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK
-                     | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        p.add((), "no such file",
-              "an existing file (a dangling symlink counts as missing)"
-              if os.path.islink(path) else "an existing file")
+        trusted, problems = trust.walk(path, trust.config_problems)
+    except trust.Refusal as r:
+        if not r.missing:
+            p.add((), "not trusted: " + r.detail, _TRUSTED)
+        elif os.path.islink(path) and not os.path.exists(path):
+            p.add((), "no such file", "an existing file (a dangling "
+                  "symlink counts as missing)")
+        elif r.detail == "%s does not exist" % path:
+            p.add((), "no such file", "an existing file")
+        else:
+            p.add((), "no such file (%s)" % r.detail, "an existing file")
         return None
     except OSError as e:
         p.add((), "cannot open: %s" % (e.strerror or e), "a readable file")
         return None
+    fd = trusted.fd
     try:
+        real = trusted.real_path
+        via = "" if real == path else " (symlink to %s)" % real
+        for what in problems:
+            p.add((), "not trusted%s: %s" % (via, what), _TRUSTED)
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
-                "not a regular file"
-            p.add((), "is %s" % kind, "a regular file")
-            return None
-        real = os.path.realpath(path)
-        shown = path if real == path else "%s (symlink to %s)" % (path, real)
-        for what in trust_problems(st, real):
-            p.add((), "not trusted: %s is %s" % (shown, what),
-                  "owner root and mode 600")
         if st.st_size > MAX_CONFIG_BYTES:
             p.add((), "is %d bytes" % st.st_size,
                   "a configuration file of at most %d bytes"

@@ -1,14 +1,18 @@
-"""Which configuration file is used, in which format, and the two entry
-points: ``validate_config`` (every problem, for check) and ``load_config``
-(raises on the first problem list, for run)."""
+"""Which configuration files are read, in which order and format, and the
+two entry points: ``validate_config`` (every problem, for check) and
+``load_config`` (raises on the first problem list, for run). The merging
+itself is config/merge.py."""
 from __future__ import annotations
 
 import logging
 import os
 import re
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from vmsnapshot.config import azure_json, native_toml, pluginhost
+from vmsnapshot.config.azuremark import is_extension_wrapper
+from vmsnapshot.config.merge import merge
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
 from vmsnapshot.errors import ConfigError, ErrorRecord
@@ -18,6 +22,8 @@ log = logging.getLogger(__name__)
 NATIVE_PATH = "/etc/vmsnapshot/vmsnapshot.toml"
 PLUGINHOST_PATH = "/etc/azure/VMSnapshotPluginHost.conf"
 SCRIPT_PLUGIN_PATH = "/etc/azure/VMSnapshotScriptPluginConfig.json"
+# Drop-ins: conf.d/*.toml, read right after NATIVE_PATH.
+CONF_D = "/etc/vmsnapshot/conf.d"
 SEARCH_ORDER = (NATIVE_PATH, PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH)
 
 Loader = Callable[[str, List[ErrorRecord], str], Optional[Config]]
@@ -46,32 +52,35 @@ class InvalidConfig(ConfigError):
         self.records = tuple(records)
 
 
-def _sets_nothing(path: str) -> bool:
-    """A native file of only comments and blank lines (the shipped
-    template) configures nothing, and must not hide the Azure files an
-    admin edits as Azure's documentation says."""
+def drop_ins(root: str = "/") -> Tuple[List[str], List[str]]:
+    """(the *.toml files of conf.d in lexical byte order, the other
+    entries there, which are not read: .dpkg-old, .rpmnew, editor
+    leftovers). Hidden names are neither."""
+    directory = under_root(CONF_D, root)
     try:
-        with open(path, "rb") as f:
-            text = f.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return False    # unreadable: the loader reports why
-    return all(not line.strip() or line.lstrip().startswith("#")
-               for line in text.splitlines())
+        names = sorted(os.listdir(directory), key=os.fsencode)
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        log.warning("cannot list %s: %s", directory, e.strerror or e)
+        return [], []
+    names = [n for n in names if not n.startswith(".")]
+    return ([os.path.join(directory, n) for n in names if n.endswith(".toml")],
+            [os.path.join(directory, n) for n in names
+             if not n.endswith(".toml")])
 
 
 def found_configs(root: str = "/") -> List[str]:
-    """Every file of the search order that exists, first = the one used.
-    A dangling symlink counts: it is a mistake to report, not to skip.
-    A native file that sets nothing is passed over."""
+    """Every source that exists, in merge order (design.md): the native
+    file, its drop-ins, the plugin host file, the script plugin JSON.
+    A dangling symlink counts: it is a mistake to report, not to skip."""
     found = []
     for p in SEARCH_ORDER:
         path = under_root(p, root)
-        if not os.path.lexists(path):
-            continue
-        if p == NATIVE_PATH and _sets_nothing(path):
-            log.info("%s sets nothing: looking further", path)
-            continue
-        found.append(path)
+        if os.path.lexists(path):
+            found.append(path)
+        if p == NATIVE_PATH:
+            found += drop_ins(root)[0]
     return found
 
 
@@ -95,8 +104,8 @@ def detect_format(path: str) -> str:
 
 def config_file(path: Optional[str] = None, root: str = "/"
                 ) -> Tuple[Optional[str], Optional[str]]:
-    """(file, format) that would be used; (None, None) when there is none.
-    An explicit path is used as given (root only moves the search)."""
+    """(file, format) of PATH, or of the first source found; (None, None)
+    when there is none. Every source is read: see read_sources."""
     if path is None:
         found = found_configs(root)
         if not found:
@@ -105,39 +114,95 @@ def config_file(path: Optional[str] = None, root: str = "/"
     return path, detect_format(path)
 
 
+@dataclass(frozen=True)
+class Source:
+    path: str
+    fmt: str                # a LOADERS key, "" for a file never parsed
+    skipped: str = ""       # why it adds nothing; "" when it was read
+    also: Tuple[str, ...] = ()  # files it named that were read with it
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What read_sources found. ``config`` is None when nothing could be
+    parsed at all; with errors it is a best effort for check only."""
+
+    config: Optional[Config]
+    errors: Tuple[ErrorRecord, ...]     # run refuses the configuration
+    conflicts: Tuple[ErrorRecord, ...]  # run applies the safer value
+    files: Tuple[Source, ...]
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def read_sources(path: Optional[str] = None, root: str = "/") -> Sources:
+    """Every source merged (design.md, "Configuration"), or PATH alone."""
+    candidates = [path] if path is not None else found_configs(root)
+    records: List[ErrorRecord] = []
+    configs: List[Config] = []
+    files: List[Source] = []
+    listed: set = set()     # JSON files a plugin host file read
+    script_plugin = under_root(SCRIPT_PLUGIN_PATH, root)
+    for cand in candidates:
+        fmt = detect_format(cand)
+        if path is None and cand == script_plugin and _real(cand) in listed:
+            files.append(Source(cand, fmt, "read through the plugin host "
+                                "file, which lists it"))
+            continue
+        mine: List[ErrorRecord] = []
+        config = LOADERS[fmt](cand, mine, root)
+        if fmt == "json" and config is not None and any(
+                is_extension_wrapper(p) for p in config.plugins):
+            files.append(Source(cand, fmt, "Azure-extension mode: it points "
+                                "Microsoft's extension at vmsnapshot's own "
+                                "wrappers, so it is not a plugin source"))
+            continue
+        records += mine
+        also = tuple(config.sources[1:]) if config is not None else ()
+        files.append(Source(cand, fmt, also=also))
+        if config is not None:
+            configs.append(config)
+            listed |= {_real(s) for s in also}
+    if path is None:
+        files += [Source(p, "", "not a drop-in: only *.toml files in %s are "
+                         "read" % under_root(CONF_D, root))
+                  for p in drop_ins(root)[1]]
+    if not candidates:
+        log.info("no configuration file (searched %s): freeze only",
+                 ", ".join(under_root(p, root) for p in SEARCH_ORDER[:1]
+                           + (CONF_D + "/*.toml",) + SEARCH_ORDER[1:]))
+    merged = merge(configs)
+    parsed_nothing = bool(records) and not configs
+    return Sources(None if parsed_nothing else merged.config,
+                   tuple(records) + merged.errors, merged.conflicts,
+                   tuple(files))
+
+
 def validate_config(path: Optional[str] = None, root: str = "/"
                     ) -> Tuple[Optional[Config], List[ErrorRecord]]:
-    """The configuration and every problem in it.
+    """The merged configuration and every problem in it, conflicts
+    included (for check).
 
-    The Config is None when the file could not be read or parsed at all;
-    with problems but a parsed file it is a best effort (wrong values
+    The Config is None when no source could be read or parsed at all;
+    with problems but something parsed it is a best effort (wrong values
     replaced by defaults, broken plugins left out) so check can go on to
     inspect the scripts.  Never run a Config that came with problems.
     No configuration file at all gives the empty Config (freeze only).
     """
-    explicit = path
-    path, fmt = config_file(path, root)
-    if path is None or fmt is None:
-        log.info("no configuration file (searched %s): freeze only",
-                 ", ".join(under_root(p, root) for p in SEARCH_ORDER))
-        return Config(), []
-    records: List[ErrorRecord] = []
-    config = LOADERS[fmt](path, records, root)
-    if explicit is None:
-        used = set(config.sources) if config else {path}
-        for other in found_configs(root):
-            if other not in used:
-                # The classic trap: a packaged vmsnapshot.toml hiding the
-                # Azure files the admin just edited.
-                log.warning("%s is not used: %s comes first in the search "
-                            "order", other, path)
-    return config, records
+    found = read_sources(path, root)
+    return found.config, list(found.errors) + list(found.conflicts)
 
 
 def load_config(path: Optional[str] = None, root: str = "/") -> Config:
-    """The validated configuration; raises InvalidConfig (a ConfigError
-    carrying IncorrectJSONConfigFile or IncorrectPluginhostFile)."""
-    config, records = validate_config(path, root)
-    if records or config is None:
-        raise InvalidConfig(records)
-    return config
+    """The validated, merged configuration; raises InvalidConfig (a
+    ConfigError carrying IncorrectJSONConfigFile, IncorrectPluginhostFile
+    or ConfigConflict for a duplicate plugin name). Disagreeing settings
+    are not fatal: the safer value is used and the disagreement logged."""
+    found = read_sources(path, root)
+    if found.errors or found.config is None:
+        raise InvalidConfig(list(found.errors))
+    for record in found.conflicts:
+        log.warning("%s", record.message)
+    return found.config
