@@ -234,3 +234,22 @@ def test_enable_refuses_plugins_the_plugin_host_file_adds(root, env) -> None:
                "pluginConfigPath0: /etc/azure/VMSnapshotScriptPluginConfig.json\n",
                0o600)
     assert azure(root, env, "enable").returncode == 0
+
+
+def test_after_enable_the_sources_hold_the_moved_plugin_once(
+        root, env, monkeypatch) -> None:
+    """With every source merged: the drop-in brings the admin's plugin, the
+    wrappers' JSON brings nothing (no loop), so it runs exactly once."""
+    from vmsnapshot.config import load_config
+    admin_json(root)
+    assert azure(root, env, "enable").returncode == 0
+    monkeypatch.setenv("VMSNAPSHOT_ADAPTERS", ADAPTERS)
+    config = load_config(root=root)
+    assert [(p.name, p.pre, p.post) for p in config.plugins] == [(
+        "ScriptRunner",
+        (at(root, "opt/app/pre.sh"), "--db", "main"),
+        (at(root, "opt/app/post.sh"),))]
+    assert config.continue_on_failure is False
+    assert azure(root, env, "disable").returncode == 0
+    config = load_config(root=root)
+    assert [p.name for p in config.plugins] == ["ScriptRunner"]
