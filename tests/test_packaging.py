@@ -6,6 +6,7 @@ Slow (about two minutes warm, plus one debootstrap when the cache under
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -24,7 +25,11 @@ pytestmark = pytest.mark.packaging
 
 TOML = "/etc/vmsnapshot/vmsnapshot.toml"
 AZURE_JSON = "/etc/azure/VMSnapshotScriptPluginConfig.json"
-TEMPLATES = (TOML, AZURE_JSON)
+TEMPLATES = (TOML,)
+EXAMPLES = "/usr/share/doc/vmsnapshot/examples/"
+ADAPTERS = "/usr/share/vmsnapshot/adapters/"
+# main when 0.1.0 shipped AZURE_JSON as a conffile: the "old" package.
+OLD_COMMIT = "789d87a"
 SBIN = "/usr/sbin/vmsnapshot"
 UPGRADE_NOTE = "# changed upstream in the upgrade test build\n"
 ADMIN_NOTE = "# edited by the administrator\n"
@@ -87,6 +92,56 @@ def rpm(outdir) -> str:
 
 
 @pytest.fixture(scope="module")
+def old_src(tools, tmp_path_factory) -> str:
+    """The tree of 0.1.0, which owned AZURE_JSON."""
+    dest = str(tmp_path_factory.mktemp("old-src"))
+    res = subprocess.run("git -C '%s' archive %s | tar -x -C '%s'"
+                         % (chroot.ROOT, OLD_COMMIT, dest), shell=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        skip_or_fail("cannot extract %s from git: %s"
+                     % (OLD_COMMIT, res.stdout.decode(errors="replace")))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def old_deb(old_src, outdir) -> str:
+    return pkgbuild.build_deb(old_src, os.path.join(outdir, "old"),
+                              cache_dir=os.path.join(chroot.CACHE_DIR,
+                                                     "builds"))
+
+
+@pytest.fixture(scope="module")
+def old_rpm(old_src, outdir) -> str:
+    return pkgbuild.build_rpm(old_src, os.path.join(outdir, "oldrpm"),
+                              cache_dir=os.path.join(chroot.CACHE_DIR,
+                                                     "builds"))
+
+
+@pytest.fixture(scope="module")
+def upgrade_rpm(outdir) -> str:
+    """This tree as release 2, so rpm -U sees an upgrade from 0.1.0-1."""
+    src = os.path.join(outdir, "rpm-upgrade-src")
+    pkgbuild.clean_copy(chroot.ROOT, src)
+    spec = os.path.join(src, "rpm", "vmsnapshot.spec")
+    with open(spec, encoding="utf-8") as f:
+        text = re.sub(r"^Release:\s*1", "Release:        2", f.read(),
+                      count=1, flags=re.M)
+    with open(spec, "w", encoding="utf-8") as f:
+        f.write(text)
+    rpms = os.path.join(outdir, "rpm-upgrade")
+    return pkgbuild.build_rpm(src, rpms, cache_dir=os.path.join(
+        chroot.CACHE_DIR, "builds"))
+
+
+@pytest.fixture
+def fresh_root(tools, tmp_path_factory):
+    root = chroot.make_debian_root(str(tmp_path_factory.mktemp("fresh")))
+    yield root
+    chroot.remove_root(root)
+
+
+@pytest.fixture(scope="module")
 def installed(deb, tmp_path_factory):
     """A fresh minbase bookworm root with the .deb installed by apt."""
     root = chroot.make_debian_root(str(tmp_path_factory.mktemp("root")))
@@ -128,6 +183,19 @@ def source_hooks() -> Dict[str, str]:
             out["/usr/share/vmsnapshot/" + name] = (
                 "-rw-r--r--" if nested else "-rwx------")
     assert out or not os.path.isdir(hooks)
+    return out
+
+
+def source_adapters() -> Dict[str, str]:
+    """Installed adapter path -> expected ls mode, per
+    scripts/install-adapters.sh: executable in the tree = 0700 script."""
+    out = {}
+    for name in pkgbuild.tree_files(chroot.ROOT):
+        if name.startswith("adapters/") and not name.endswith(".md"):
+            executable = os.access(os.path.join(chroot.ROOT, name), os.X_OK)
+            out["/usr/share/vmsnapshot/" + name] = (
+                "-rwx------" if executable else "-rw-r--r--")
+    assert out
     return out
 
 
@@ -185,6 +253,13 @@ def test_deb_contents(deb) -> None:
                                                         "root/root"), unit
     assert files["/usr/lib/tmpfiles.d/vmsnapshot.conf"] == ("-rw-r--r--",
                                                             "root/root")
+    for adapter, mode in source_adapters().items():
+        assert files[adapter] == (mode, "root/root"), adapter
+    # /etc/azure is Azure Backup's: its templates are examples only.
+    assert not [f for f in files if f.startswith("/etc/azure")]
+    for example in ("VMSnapshotScriptPluginConfig.json",
+                    "VMSnapshotPluginHost.conf"):
+        assert files[EXAMPLES + example] == ("-rw-r--r--", "root/root")
     conffiles = sh("dpkg-deb", "--info", deb, "conffiles").split()
     assert sorted(conffiles) == sorted(TEMPLATES)
     depends = sh("dpkg-deb", "--field", deb, "Depends")
@@ -209,7 +284,9 @@ def test_installed_templates_modes_and_owners(installed) -> None:
     st = os.lstat(installed + "/etc/vmsnapshot")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 0, 0)
     res = in_root(installed, "stat", "-c", "%a %U:%G %n", *TEMPLATES)
-    assert res.stdout.split("\n")[:2] == ["600 root:root " + t for t in TEMPLATES]
+    assert res.stdout.split("\n")[:len(TEMPLATES)] == [
+        "600 root:root " + t for t in TEMPLATES]
+    assert not os.path.lexists(installed + AZURE_JSON)
 
 
 def test_dpkg_verify_clean(installed) -> None:
@@ -220,8 +297,10 @@ def test_dpkg_verify_clean(installed) -> None:
 def test_check_installed_templates(installed) -> None:
     # The templates as installed: valid, freeze only.
     res = in_root(installed, SBIN, "check", check=False)
+    # No Azure file any more: the (all-comment) native template or nothing.
+    assert res.stdout.startswith("configuration: "), res.stdout
+    assert "configuration: " + AZURE_JSON not in res.stdout
     assert res.returncode == 0, res.stdout + res.stderr
-    assert any("configuration: %s" % t in res.stdout for t in TEMPLATES)
 
     # Both templates, pointed at scripts made the way the docs ask.
     pre, post = "/root/vmstest/pre.sh", "/root/vmstest/post.sh"
@@ -232,7 +311,8 @@ def test_check_installed_templates(installed) -> None:
             '\n[[plugin]]\nname = "test"\npre = ["%s"]\npost = ["%s"]\n'
             % (pre, post))
     write_in_root(installed, "/root/vmstest/vmsnapshot.toml", native, 0o600)
-    with open(installed + AZURE_JSON, encoding="utf-8") as f:
+    with open(installed + EXAMPLES + "VMSnapshotScriptPluginConfig.json",
+              encoding="utf-8") as f:
         azure = json.load(f)
     azure.update(preScriptLocation=pre, postScriptLocation=post)
     write_in_root(installed, "/root/vmstest/azure.json", json.dumps(azure), 0o600)
@@ -260,6 +340,26 @@ def test_check_installed_templates(installed) -> None:
                   "/root/vmstest/vmsnapshot.toml", check=False)
     assert res.returncode == 1
     assert "InsufficientPermissionforPre-Script" in res.stdout
+
+
+def test_azure_enable_in_the_installed_root(installed) -> None:
+    """enable names the wrappers where the package put them, root-only as
+    Microsoft's extension wants; disable leaves /etc/azure as it was."""
+    res = in_root(installed, SBIN, "azure", "enable", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        with open(installed + AZURE_JSON, encoding="utf-8") as f:
+            data = json.load(f)
+        assert stat.S_IMODE(os.stat(installed + AZURE_JSON).st_mode) == 0o600
+        for key in ("preScriptLocation", "postScriptLocation"):
+            assert data[key].startswith(ADAPTERS + "azure/"), data
+            st = os.stat(installed + data[key])
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, 0)
+            in_root(installed, "dash", "-n", data[key])
+    finally:
+        res = in_root(installed, SBIN, "azure", "disable", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not os.path.lexists(installed + AZURE_JSON)
 
 
 def test_freeze_inside_the_root(installed, loopfs_factory) -> None:
@@ -306,7 +406,7 @@ def test_upgrade_remove_purge(deb, upgrade_deb, tmp_path_factory) -> None:
         # Remove keeps the configuration, purge deletes it.
         chroot.apt_get(root, "remove", "vmsnapshot")
         assert not os.path.exists(root + SBIN)
-        assert os.path.exists(root + TOML) and os.path.exists(root + AZURE_JSON)
+        assert os.path.exists(root + TOML)
         status = in_root(root, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}",
                          "vmsnapshot").stdout
         assert status.strip() == "rc"
@@ -333,6 +433,13 @@ def test_rpm_files_and_modes_match_the_deb(rpm, deb) -> None:
     for template in TEMPLATES:
         assert files[template] == ("-rw-------", "root/root"), template
     assert files["/etc/vmsnapshot"] == ("drwx------", "root/root")
+    assert not [f for f in files if f.startswith("/etc/azure")]
+    for adapter, mode in source_adapters().items():
+        assert files[adapter] == (mode, "root/root"), adapter
+    # Fedora's docdir is unversioned, Debian's rpm still versions it.
+    assert [f for f in files if re.match(
+        r"/usr/share/doc/vmsnapshot(-[^/]+)?/examples/"
+        r"VMSnapshotScriptPluginConfig\.json$", f)], sorted(files)
     assert "/usr/share/man/man8/vmsnapshot.8.gz" in files
     assert any(f.endswith("/vmsnapshot/_freeze.abi3.so") for f in files)
     assert python_files(files) == python_files(debfiles)
@@ -358,3 +465,101 @@ def test_rpm_config_noreplace(rpm) -> None:
         flags[name] = flag
     for template in TEMPLATES:
         assert set(flags[template]) >= {"c", "n"}, (template, flags[template])
+
+
+# ------------------------------------------------- living beside Azure Backup
+
+ADMIN_AZURE = json.dumps({
+    "pluginName": "ScriptRunner",
+    "preScriptLocation": "/etc/azure/scripts/pre.sh",
+    "postScriptLocation": "/etc/azure/scripts/post.sh",
+    "preScriptParams": ["--db", ""], "postScriptParams": [],
+    "preScriptNoOfRetries": 1, "postScriptNoOfRetries": 0,
+    "timeoutInSeconds": 120, "continueBackupOnFailure": False,
+    "fsFreezeEnabled": True}, indent=4) + "\n"
+
+
+def conffiles(root: str) -> str:
+    return in_root(root, "dpkg-query", "-W", "-f", "${Conffiles}",
+                   "vmsnapshot").stdout
+
+
+def assert_admin_file(root: str) -> None:
+    with open(root + AZURE_JSON, encoding="utf-8") as f:
+        assert f.read() == ADMIN_AZURE
+    st = os.stat(root + AZURE_JSON)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)
+    left = sorted(os.listdir(root + "/etc/azure"))
+    assert left == ["VMSnapshotScriptPluginConfig.json"], left
+
+
+def test_upgrade_from_0_1_0_keeps_the_admins_azure_file(
+        old_deb, upgrade_deb, tmp_path_factory) -> None:
+    """0.1.0 owned AZURE_JSON as a conffile: after the upgrade the admin's
+    edited file is where the Azure extension reads it, dpkg no longer
+    lists it, and neither remove nor purge deletes it."""
+    root = chroot.make_debian_root(str(tmp_path_factory.mktemp("azure-up")))
+    try:
+        chroot.install_debs(root, old_deb)
+        assert AZURE_JSON in conffiles(root)
+        write_in_root(root, AZURE_JSON, ADMIN_AZURE, 0o600)
+        chroot.install_debs(root, upgrade_deb)
+        assert_admin_file(root)
+        assert AZURE_JSON not in conffiles(root)
+        res = in_root(root, "dpkg", "-S", AZURE_JSON, check=False)
+        assert res.returncode != 0, res.stdout
+        chroot.apt_get(root, "remove", "vmsnapshot")
+        assert_admin_file(root)
+        chroot.apt_get(root, "purge", "vmsnapshot")
+        assert_admin_file(root)
+    finally:
+        chroot.remove_root(root)
+
+
+def test_upgrade_from_0_1_0_drops_the_untouched_template(
+        old_deb, upgrade_deb, tmp_path_factory) -> None:
+    """The unedited template pointed at no script (Pre-ScriptNotFound on
+    every backup): the upgrade deletes it and leaves nothing beside it."""
+    root = chroot.make_debian_root(str(tmp_path_factory.mktemp("azure-tpl")))
+    try:
+        chroot.install_debs(root, old_deb)
+        chroot.install_debs(root, upgrade_deb)
+        assert not os.path.lexists(root + AZURE_JSON)
+        assert not glob.glob(root + AZURE_JSON + "*")
+        assert AZURE_JSON not in conffiles(root)
+    finally:
+        chroot.remove_root(root)
+
+
+def test_install_and_purge_beside_an_admins_azure_file(
+        deb, fresh_root) -> None:
+    """A VM whose admin already configured Azure Backup: install asks
+    nothing, changes nothing, and purge takes nothing of /etc/azure."""
+    write_in_root(fresh_root, AZURE_JSON, ADMIN_AZURE, 0o600)
+    res = chroot.install_debs(fresh_root, deb)
+    assert "conffile" not in (res.stdout + res.stderr).lower()
+    assert_admin_file(fresh_root)
+    chroot.apt_get(fresh_root, "purge", "vmsnapshot")
+    assert_admin_file(fresh_root)
+
+
+def rpm_in_root(root: str, *args: str) -> subprocess.CompletedProcess:
+    res = subprocess.run(["rpm", "--root", root] + list(args),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True)
+    assert res.returncode == 0, res.stdout
+    return res
+
+
+def test_rpm_upgrade_from_0_1_0_keeps_the_admins_azure_file(
+        old_rpm, upgrade_rpm, fresh_root) -> None:
+    """rpm --root into a Debian root (it has the /bin/sh scriptlets need):
+    rpm renames an edited config file the new package no longer lists to
+    .rpmsave; %posttrans puts it back, and erase leaves it."""
+    rpm_in_root(fresh_root, "--initdb")
+    rpm_in_root(fresh_root, "-i", "--nodeps", old_rpm)
+    write_in_root(fresh_root, AZURE_JSON, ADMIN_AZURE, 0o600)
+    rpm_in_root(fresh_root, "-U", "--nodeps", upgrade_rpm)
+    assert_admin_file(fresh_root)
+    rpm_in_root(fresh_root, "-e", "--nodeps", "vmsnapshot")
+    assert_admin_file(fresh_root)

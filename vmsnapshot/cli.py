@@ -211,6 +211,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="print the full reports as JSON")
     sp.add_argument("-n", type=_positive, default=10, metavar="N",
                     help="how many runs (default 10)")
+
+    sp = add("azure", "let the Azure Backup extension run vmsnapshot "
+                      "(enable) or undo it",
+             "Point /etc/azure/VMSnapshotScriptPluginConfig.json at "
+             "vmsnapshot's wrappers,\nmoving the plugin it named into "
+             "/etc/vmsnapshot/conf.d (enable), or put it back (disable).")
+    sp.add_argument("action", choices=["enable", "disable"],
+                    help="enable or disable Azure-extension mode")
+    sp.add_argument("--root", default="", metavar="DIR",
+                    help="files under DIR instead of / (images, tests)")
+    sp.add_argument("--timeout", type=_azure_timeout, metavar="SECONDS",
+                    help="timeoutInSeconds for the wrappers (1-1800)")
     return p
 
 
@@ -291,6 +303,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from vmsnapshot.commands.status import status_command
         return status_command(args.json, args.n)
+    if args.command == "azure":
+        from vmsnapshot.commands.azure import azure_command
+        return azure_command(args.action, args.root, args.timeout)
     raise AssertionError(args.command)
 
 
@@ -304,6 +319,17 @@ def _freeze_settings(config_path: Optional[str]) -> "FreezeSettings":
     except VmsnapshotError as e:
         log.warning("configuration ignored: %s", e.record())
         return FreezeSettings()
+
+
+def _azure_timeout(text: str) -> int:
+    # The extension caps timeoutInSeconds at 1800.
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1800:
+        raise argparse.ArgumentTypeError("must be 1 to 1800 seconds")
+    return value
 
 
 def _strip_dashdash(argv: List[str]) -> List[str]:
