@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from vmsnapshot import mountinfo, mounts, policy, runstate
+from vmsnapshot import mountinfo, mounts, policy, presync, runstate
 from vmsnapshot.config import load_config
 from vmsnapshot.config.model import Config, FreezeSettings
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
@@ -78,6 +78,9 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
     decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
                             include=settings.include,
                             exclude=settings.exclude)
+    # Presync's bulk pass, while applications still run (issue 15).
+    early = presync.before_pre(settings.presync, decisions, settings.enabled,
+                               settings.timeout)
 
     # Pre phase: held hooks first (they must be READY before the freeze;
     # their deadlines run from their start, so waiting in turn is as fast
@@ -94,12 +97,14 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
         freeze_enabled=settings.enabled)
 
     report = Report(policy.FAILED, False, errors + pre_errors)
+    report.freeze = replace(report.freeze, presync=presync.PresyncReport(
+        settings.presync, (early,)))
     try:
         if trap.received:
             report.errors.append(_interrupted(trap, "before the freeze"))
         elif policy.may_proceed(pre):
             _freeze_and_snapshot(opts, settings, decisions, pre, held, trap,
-                                 report)
+                                 report, early)
     finally:
         post_phase(config, held, held_errors, scripts, report)
     return report
@@ -123,7 +128,8 @@ def post_phase(config: Config, held: Sequence[HeldHook],
 def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
                          decisions: Sequence[mounts.MountDecision],
                          pre: policy.PreOutcome, held: Sequence[HeldHook],
-                         trap: SignalTrap, report: Report) -> None:
+                         trap: SignalTrap, report: Report,
+                         early: Optional[presync.PassReport] = None) -> None:
     all_frozen = True
     held_through = True
     session: Optional[FreezeSession] = None
@@ -137,7 +143,7 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
         if targets:
             try:
                 session = FreezeSession(targets, settings.timeout,
-                                        settings.presync)
+                                        settings.presync, early)
             except VmsnapshotError as e:
                 # No freeze is possible (module missing, guardian not
                 # started, guard refusal): a crash-consistent snapshot
@@ -158,6 +164,9 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
 
     if session is not None:
         mount_reports, report.freeze, freeze_errors, frozen = session.report()
+        report.freeze = replace(report.freeze, presync=presync.PresyncReport(
+            settings.presync, tuple(p for p in (early, session.presync_pass)
+                                    if p is not None)))
         report.mounts = mount_reports + report.mounts
         report.errors += freeze_errors
         all_frozen = all_frozen and frozen
@@ -169,8 +178,10 @@ def _freeze_and_snapshot(opts: RunOptions, settings: FreezeSettings,
                 "the watchdog thawed after %gs, before the snapshot "
                 "finished" % settings.timeout))
     else:
-        report.freeze = FreezeReport(settings.enabled, None, False,
-                                     settings.timeout)
+        report.freeze = FreezeReport(
+            settings.enabled, None, False, settings.timeout,
+            presync.PresyncReport(settings.presync,
+                                  (early,) if early else ()))
     snap = report.snapshot
     report.snapshot_taken = bool(opts.snapshot) and snap.returncode == 0
     if opts.snapshot and snap.returncode != 0:

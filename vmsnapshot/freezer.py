@@ -261,3 +261,14 @@ def thaw_fd(fd: int) -> int:
     """One FITHAW outside a run (thaw --recover): 0 or the errno
     (EINVAL: it was not frozen)."""
     return int(load().lib.vms_thaw_fd(fd))
+
+
+def syncfs(fd: int) -> int:
+    """One syncfs(fd): 0 or the errno.  Blocks for as long as the
+    writeback takes (cffi releases the GIL meanwhile)."""
+    mod = load()
+    c_fd = mod.ffi.new("int[1]", [fd])
+    c_err = mod.ffi.new("int[1]")
+    if mod.lib.vms_presync(c_fd, 1, 1, c_err) < 0:
+        return mod.ffi.errno or errno.EIO
+    return int(c_err[0])

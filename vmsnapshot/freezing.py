@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from vmsnapshot import freezer, runstate
+from vmsnapshot import freezer, presync, runstate
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.guardian import Guardian
 from vmsnapshot.mounts import MountDecision
@@ -84,10 +84,13 @@ class FreezeSession:
     freeze(), thaw(), close(), each once."""
 
     def __init__(self, targets: Sequence[Target], timeout_s: float,
-                 presync: bool = False) -> None:
+                 presync_mode: str = "false",
+                 presync_first: Optional[presync.PassReport] = None) -> None:
         self.targets = list(targets)
         self.timeout_s = timeout_s
-        self.presync = presync
+        self.presync_mode = presync_mode
+        self.presync_first = presync_first
+        self.presync_pass: Optional[presync.PassReport] = None
         fds = [t.fd for t in self.targets]
         waves = [t.decision.wave or 0 for t in self.targets]
         self.guardian: Optional[Guardian] = Guardian.start(
@@ -102,19 +105,17 @@ class FreezeSession:
         self._ended: Optional[float] = None
 
     def freeze(self) -> None:
+        # What the pre-scripts dirtied goes to disk before FIFREEZE blocks
+        # the writers; bounded by its own deadline (vmsnapshot.presync).
+        self.presync_pass = presync.before_freeze(
+            self.presync_mode, self.presync_first,
+            [(t.path, t.fd) for t in self.targets],
+            [t.decision.info.dev for t in self.targets], self.timeout_s)
         runstate.write_state(
             [runstate.FrozenEntry(t.path, t.decision.info.major,
                                   t.decision.info.minor,
                                   t.decision.info.fstype)
              for t in self.targets], os.getpid())
-        if self.presync:
-            # Write dirty data back while applications still run, so the
-            # sync inside FIFREEZE (when writers are blocked) is short.
-            for t, err in zip(self.targets,
-                              freezer.presync([t.fd for t in self.targets])):
-                if err:
-                    log.warning("presync of %s: %s", t.path,
-                                os.strerror(err))
         self._started = time.monotonic()
         self.run.freeze()
 

@@ -38,11 +38,15 @@ class FreezeReport:
     window_ms: Optional[float] = None   # first FIFREEZE to last FITHAW
     auto_thawed: bool = False
     timeout_s: float = 0.0
+    presync: Optional[Any] = None       # presync.PresyncReport
 
     def to_json(self) -> Dict[str, Any]:
-        return {"window_ms": _ms(self.window_ms),
-                "auto_thawed": self.auto_thawed,
-                "timeout_s": self.timeout_s, "enabled": self.enabled}
+        out = {"window_ms": _ms(self.window_ms),
+               "auto_thawed": self.auto_thawed,
+               "timeout_s": self.timeout_s, "enabled": self.enabled}
+        if self.presync is not None:
+            out["presync"] = self.presync.to_json()
+        return out
 
 
 @dataclass(frozen=True)

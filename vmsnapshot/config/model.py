@@ -45,7 +45,7 @@ class FreezeSettings:
     timeout: float = DEFAULT_FREEZE_TIMEOUT
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ()
-    presync: bool = False
+    presync: str = "auto"           # "auto" | "true" | "false"
 
 
 @dataclass(frozen=True)
