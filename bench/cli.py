@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import device, loops, native, overhead, report, vmdirty
-from bench.methods import (METHODS, NEEDS_FREEZER, Context, CycleTimes,
-                           peak_threads)
+from bench.methods import (DEFAULT_METHODS, METHODS, NEEDS_FREEZER, Context,
+                           CycleTimes, peak_threads)
 
 log = logging.getLogger("bench")
 
@@ -98,8 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed cycles per configuration (default 1)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma list of: %s" % ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma list of: %s (default: all but "
+                   "vmsnapshot-early)" % ", ".join(METHODS))
     p.add_argument("--hold-ms", type=float, default=0.0,
                    help="time frozen before the thaw, standing in for the "
                    "snapshot (default 0)")
@@ -140,7 +141,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         configs=tuple(sorted(set(configs))), methods=methods,
         runs=args.runs or (2 if args.quick else 5), warmup=args.warmup,
         bandwidth_mib=args.bandwidth_mib or (64 if args.quick else 512),
-        overhead_runs=0 if args.no_overhead else (2 if args.quick else 5),
+        overhead_runs=0 if args.no_overhead else (2 if args.quick else 7),
         writer_interval_us=args.writer_interval_us, hold_ms=args.hold_ms,
         max_threads=args.max_threads)
 
@@ -255,6 +256,7 @@ class Bench:
             "n": n, "d_mib": d, "method": method, "run": run,
             "freeze_ms": round(times.freeze_ms, 3) if times else None,
             "presync_ms": round(times.presync_ms, 3) if times else None,
+            "quiesced_ms": round(times.quiesced_ms, 3) if times else None,
             "thaw_ms": round(times.thaw_ms, 3) if times else None,
             "stall_ms": round(samples[worst].max_ns / 1e6, 3),
             "stall_mount": worst,
@@ -321,7 +323,7 @@ class Bench:
             return None
         path = self.pool.mounts[0].path
         _check_ours([path], self.workdir)
-        return overhead.measure(path, self.plan.overhead_runs)
+        return overhead.measure(path, self.plan.overhead_runs, self.bindir)
 
     def cleanup(self) -> List[str]:
         """Thaw first: writers blocked on a frozen mount cannot exit."""
