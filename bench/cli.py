@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import device, loops, native, overhead, report, vmdirty
@@ -52,6 +52,7 @@ class Plan:
     writer_interval_us: int
     hold_ms: float
     max_threads: int
+    pre_dirty_mib: int = 0
 
     @property
     def max_n(self) -> int:
@@ -104,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-ms", type=float, default=0.0,
                    help="time frozen before the thaw, standing in for the "
                    "snapshot (default 0)")
+    p.add_argument("--pre-dirty-mib", type=int, default=0, metavar="MIB",
+                   help="MiB each stand-in pre-script dirties per mount "
+                   "(a database checkpoint), at most D (default 0)")
     p.add_argument("--writer-interval-us", type=int, default=1000,
                    help="pause between a writer's 4 KiB writes (default 1000)")
     p.add_argument("--max-threads", type=int, default=0,
@@ -143,7 +147,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         bandwidth_mib=args.bandwidth_mib or (64 if args.quick else 512),
         overhead_runs=0 if args.no_overhead else (2 if args.quick else 7),
         writer_interval_us=args.writer_interval_us, hold_ms=args.hold_ms,
-        max_threads=args.max_threads)
+        max_threads=args.max_threads, pre_dirty_mib=args.pre_dirty_mib)
 
 
 def _preflight(plan: Plan) -> Optional[str]:
@@ -242,8 +246,14 @@ class Bench:
         w1 = loops.written_mib(devices)
         times: Optional[CycleTimes] = None
         error = None
+        pre = min(self.plan.pre_dirty_mib, d)
+        ctx = self.ctx
+        if pre:
+            ctx = replace(ctx, pre_phase=lambda: [
+                loops.write_mib(m.data_file, pre, self.pattern, False)
+                for m in mounts])
         try:
-            times = METHODS[method](self.ctx, paths)
+            times = METHODS[method](ctx, paths)
         except (RuntimeError, OSError) as e:
             error = str(e)
             log.error("N=%d D=%d %s: %s", n, d, method, error)

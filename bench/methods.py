@@ -47,6 +47,15 @@ class Context:
     hold_s: float           # the "snapshot" between freeze and thaw
     timeout_s: float        # vmsnapshot's watchdog, a backstop only
     max_threads: int
+    # Stands in for the pre-scripts (--pre-dirty-mib: a checkpoint that
+    # dirties data): run after vmsnapshot's first presync pass, and before
+    # the clock starts for the methods that have no such pass.
+    pre_phase: Optional[Callable[[], None]] = None
+
+
+def _pre_phase(ctx: Context) -> None:
+    if ctx.pre_phase is not None:
+        ctx.pre_phase()
 
 
 Method = Callable[[Context, Sequence[str]], CycleTimes]
@@ -93,6 +102,7 @@ def _vmsnapshot(ctx: Context, paths: Sequence[str], early: str = "false",
         t0 = time.monotonic_ns()
         first = presync.sync_pass("before-pre", early, items, devs,
                                   presync.deadline_for(ctx.timeout_s))
+        _pre_phase(ctx)
         tq = time.monotonic_ns()
         second = presync.before_freeze(late, first, items, devs,
                                        ctx.timeout_s)
@@ -151,6 +161,7 @@ def _fsfreeze(flag: str, path: str) -> subprocess.CompletedProcess:
 def fsfreeze_loop(ctx: Context, paths: Sequence[str]) -> CycleTimes:
     """`for m; do fsfreeze -f $m; done; ...; fsfreeze -u` as scripts do."""
     frozen: List[str] = []
+    _pre_phase(ctx)
     t0 = time.monotonic_ns()
     try:
         for p in paths:
@@ -172,6 +183,7 @@ def fsfreeze_loop(ctx: Context, paths: Sequence[str]) -> CycleTimes:
 
 def seqfreeze(ctx: Context, paths: Sequence[str]) -> CycleTimes:
     """One thread, FIFREEZE per mount in turn (qemu-ga, safefreeze)."""
+    _pre_phase(ctx)
     sf = SeqFreeze(ctx.bindir, paths)
     try:
         t0, t1 = sf.frozen()

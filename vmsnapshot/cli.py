@@ -105,6 +105,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERNAL
 
 
+def entry() -> None:
+    """The console script and `python -m vmsnapshot`: main(), then leave
+    without the interpreter's teardown (10-15 ms of freeing modules that
+    nothing needs: the report is written, every file closed).  Only when
+    no other non-daemon thread is alive, which a normal exit would wait
+    for."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 1
+    import threading
+    if any(t.is_alive() and not t.daemon
+           for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        raise SystemExit(code)
+    os._exit(code)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "mounts":
         from vmsnapshot.commands.mounts import mounts_command

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -127,6 +126,7 @@ def _ms(value: Optional[float]) -> Optional[float]:
 def write_status_file(report: Report, path: str) -> None:
     """Atomically replace PATH (write a temp file beside it, fsync, rename)
     so a reader never sees half a report. Called only after the thaw."""
+    import tempfile     # only here: it costs `run` ~3 ms to import
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
     try:
