@@ -25,7 +25,6 @@ MODES = ("auto", "true", "false")
 AUTO_MIN_BYTES = 8 << 20
 # A pass never waits longer than this, nor half the freeze timeout.
 MAX_DEADLINE_S = 10.0
-WORKERS = 16
 MEMINFO = "/proc/meminfo"
 SYS_DEV_BLOCK = "/sys/dev/block"
 
@@ -112,6 +111,16 @@ def _sectors_written(devices: Sequence[Tuple[int, int]]) -> Optional[int]:
     return total
 
 
+def _workers() -> int:
+    """As many syncfs at once as the freeze has FIFREEZE workers: the C
+    core's cap, chosen by measurement (bench/README.md)."""
+    try:
+        from vmsnapshot import freezer
+        return int(freezer.load().lib.VMS_DEFAULT_THREADS)
+    except Exception:   # no native module: the workers report it per mount
+        return 1
+
+
 def deadline_for(freeze_timeout_s: float) -> float:
     return min(MAX_DEADLINE_S, freeze_timeout_s / 2.0)
 
@@ -140,10 +149,11 @@ class _Job:
         self.finished = 0
         self.busy: Dict[int, str] = {}  # index -> path, inside syncfs
         self.errors: List[str] = []
+        self.cancelled = False          # the deadline passed: start no more
 
     def take(self) -> Optional[int]:
         with self.lock:
-            if self.next >= len(self.items):
+            if self.cancelled or self.next >= len(self.items):
                 return None
             i = self.next
             self.next += 1
@@ -190,9 +200,10 @@ def sync_pass(stage: str, mode: str,
               devices: Sequence[Tuple[int, int]],
               deadline_s: float) -> PassReport:
     """One pass over ITEMS ((path, open fd or None to open the path)):
-    decide, then syncfs() them in parallel until done or DEADLINE_S. An fd
-    given is borrowed and must stay open until every syncfs returned:
-    callers pass fds they keep for the freeze, which outlives the pass."""
+    decide, then syncfs() them in parallel until done or DEADLINE_S.  An
+    fd given is borrowed; the caller may close it after the pass, even
+    while a syncfs past the deadline still runs on it (the kernel holds its
+    own reference to the file during the call)."""
     dirty = dirty_bytes()
     run, reason = decide(mode, dirty)
     if not items:
@@ -203,12 +214,13 @@ def sync_pass(stage: str, mode: str,
     sectors = _sectors_written(devs)
     job = _Job(items)
     start = time.monotonic()
-    for _ in range(min(WORKERS, len(job.items))):
+    for _ in range(min(_workers(), len(job.items))):
         threading.Thread(target=_worker, args=(job,), daemon=True,
                          name="presync").start()
     with job.lock:
         job.done.wait_for(lambda: job.finished == len(job.items),
                           timeout=deadline_s)
+        job.cancelled = True
         stuck = tuple(sorted(job.busy.values())) + tuple(
             p for p, _ in job.items[job.next:])
         errors = tuple(job.errors)
