@@ -84,13 +84,14 @@ def _dev(fd: int) -> Tuple[int, int]:
     return os.major(st.st_dev), os.minor(st.st_dev)
 
 
-def _vmsnapshot(ctx: Context, paths: Sequence[str], early: str = "false",
-                late: str = "false") -> CycleTimes:
+def _vmsnapshot(ctx: Context, paths: Sequence[str],
+                early: Optional[str] = None, late: str = "false"
+                ) -> CycleTimes:
     """The freeze path of `vmsnapshot run`: fds opened and the run prepared
     before the clock starts, then the presync passes `run` makes (EARLY
-    before the pre-scripts, LATE right before the freeze, each "auto",
-    "true" or "false"; no script runs between them here) and
-    FreezeRun.freeze/thaw."""
+    before the pre-scripts, None when none is configured; LATE right
+    before the freeze; each "auto", "true" or "false"), the stand-in pre
+    phase between them, and FreezeRun.freeze/thaw."""
     from vmsnapshot import freezer, presync
 
     fds = _open_all(paths)
@@ -100,15 +101,17 @@ def _vmsnapshot(ctx: Context, paths: Sequence[str], early: str = "false",
                             max_threads=ctx.max_threads)
     try:
         t0 = time.monotonic_ns()
-        first = presync.sync_pass("before-pre", early, items, devs,
-                                  presync.deadline_for(ctx.timeout_s))
+        first = None
+        if early is not None:
+            first = presync.sync_pass("before-pre", early, items, devs,
+                                      presync.deadline_for(ctx.timeout_s))
         _pre_phase(ctx)
         tq = time.monotonic_ns()
         second = presync.before_freeze(late, first, items, devs,
                                        ctx.timeout_s)
         t1 = time.monotonic_ns()
-        problems = list(first.failed + second.failed + first.timed_out
-                        + second.timed_out)
+        passes = [p for p in (first, second) if p is not None]
+        problems = [x for p in passes for x in p.failed + p.timed_out]
         if problems:
             raise RuntimeError("presync: %s" % ", ".join(problems))
         try:
@@ -139,7 +142,13 @@ def vmsnapshot(ctx: Context, paths: Sequence[str]) -> CycleTimes:
 
 
 def vmsnapshot_default(ctx: Context, paths: Sequence[str]) -> CycleTimes:
-    """The default configuration, presync = "auto": both passes."""
+    """The default configuration, presync = "auto", no pre-script: one
+    pass, right before the freeze."""
+    return _vmsnapshot(ctx, paths, late="auto")
+
+
+def vmsnapshot_scripts(ctx: Context, paths: Sequence[str]) -> CycleTimes:
+    """The default configuration with pre-scripts: both passes."""
     return _vmsnapshot(ctx, paths, early="auto", late="auto")
 
 
@@ -196,14 +205,15 @@ def seqfreeze(ctx: Context, paths: Sequence[str]) -> CycleTimes:
 
 METHODS: Dict[str, Method] = {
     "vmsnapshot-default": vmsnapshot_default,
+    "vmsnapshot-scripts": vmsnapshot_scripts,
     "vmsnapshot": vmsnapshot,
     "vmsnapshot-presync": vmsnapshot_presync,
     "vmsnapshot-early": vmsnapshot_early,
     "fsfreeze-loop": fsfreeze_loop,
     "seq-ioctl": seqfreeze,
 }
-NEEDS_FREEZER = ("vmsnapshot-default", "vmsnapshot", "vmsnapshot-presync",
-                 "vmsnapshot-early")
+NEEDS_FREEZER = ("vmsnapshot-default", "vmsnapshot-scripts", "vmsnapshot",
+                 "vmsnapshot-presync", "vmsnapshot-early")
 BASELINES = ("fsfreeze-loop", "seq-ioctl")
 # vmsnapshot-early only serves to measure where presync belongs.
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "vmsnapshot-early")

@@ -32,8 +32,8 @@ def test_quick_completes_and_writes_json(root_loop, tmp_path):
     (path,) = glob.glob(str(results / "freeze-*.json"))
     with open(path) as f:
         doc = json.load(f)
-    methods = {"vmsnapshot-default", "vmsnapshot", "vmsnapshot-presync",
-               "fsfreeze-loop", "seq-ioctl"}
+    methods = {"vmsnapshot-default", "vmsnapshot-scripts", "vmsnapshot",
+               "vmsnapshot-presync", "fsfreeze-loop", "seq-ioctl"}
     assert {c["method"] for c in doc["cycles"]} == methods
     assert all(c["error"] is None for c in doc["cycles"])
     assert {s["method"] for s in doc["summary"]} == methods

@@ -77,7 +77,11 @@ def test_presync_on_a_hung_device_has_a_deadline(loopfs_factory, tmp_path):
     b = loopfs_factory("ext4", size_mb=128)
     inner = loopfs_factory("ext4", name="inner", image_dir=b.mountpoint)
     dirty(inner.mountpoint + "/data", 8)
-    config = write_config(tmp_path, "[freeze]\npresync = true\n")
+    # A pre-script, so that there is a first pass (before the pre phase).
+    script = pre_plugin(tmp_path, "exit 0\n")
+    config = write_config(tmp_path, (
+        '[freeze]\npresync = true\n'
+        '[[plugin]]\nname = "noop"\npre = ["%s"]\n' % script))
     marker = tmp_path / "snapshot-ran"
     status = tmp_path / "status.json"
     run("fsfreeze", "-f", b.mountpoint)
@@ -105,6 +109,7 @@ def test_presync_on_a_hung_device_has_a_deadline(loopfs_factory, tmp_path):
     report = json.loads(out)
     assert report["consistency"] == "crash"
     assert "FsFreezeTimeout" in [e["name"] for e in report["errors"]]
+    assert report["scripts"][0]["returncode"] == 0
     sync = report["freeze"]["presync"]
     assert sync["timed_out"] is True
     first, second = sync["passes"]
@@ -130,13 +135,16 @@ def test_presync_modes_and_the_report(loopfs_factory, tmp_path, value, mode):
     sync = report["freeze"]["presync"]
     assert sync["mode"] == mode
     assert set(sync) >= {"mode", "ran", "duration_ms", "flushed_bytes"}
-    stages = [p["stage"] for p in sync["passes"]]
-    assert stages == ["before-pre", "before-freeze"]
+    first, second = sync["passes"]
+    assert first["stage"] == "before-pre" and second["stage"] == "before-freeze"
+    # No pre-script: nothing is quiesced, one pass right before the freeze.
+    assert first["ran"] is False
+    assert first["reason"] == "no pre-script: one pass, right before the freeze"
     if mode == "true":
         assert sync["ran"] is True and sync["flushed_bytes"] >= 4 * MIB
     if mode == "false":
         assert sync["ran"] is False and sync["duration_ms"] == 0
-        assert sync["passes"][0]["reason"] == "presync = false"
+        assert second["reason"] == "presync = false"
 
 
 def test_a_bad_presync_value_is_a_named_config_error(tmp_path):
@@ -162,5 +170,11 @@ def test_auto_decides_from_dirty_and_writeback(tmp_path):
     # Unknown (no /proc/meminfo): sync, the safe side for the stall.
     assert presync.dirty_bytes(str(tmp_path / "none")) is None
     assert presync.decide("auto", None)[0] is True
+    # After a first pass: only what was dirtied since counts.
+    assert presync.decide("auto", 100 * MIB, since=95 * MIB) == (
+        False, "auto: only 5120 KiB dirtied since the first pass")
+    assert presync.decide("auto", 100 * MIB, since=80 * MIB) == (
+        True, "auto: 20 MiB dirtied since the first pass")
+    assert presync.decide("true", 0, since=0)[0] is True
     assert presync.normalize_mode(True) == "true"
     assert presync.normalize_mode("yes") is None

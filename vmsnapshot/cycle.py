@@ -80,7 +80,8 @@ def _locked_cycle(opts: RunOptions, trap: SignalTrap) -> Report:
                             exclude=settings.exclude)
     # Presync's bulk pass, while applications still run (issue 15).
     early = presync.before_pre(settings.presync, decisions, settings.enabled,
-                               settings.timeout)
+                               settings.timeout,
+                               any(p.pre for p in config.plugins))
 
     # Pre phase: held hooks first (they must be READY before the freeze;
     # their deadlines run from their start, so waiting in turn is as fast
