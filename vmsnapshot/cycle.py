@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunOptions:
+    """The command line of `run`."""
+
     config_path: Optional[str] = None
     mounts: Sequence[str] = ()
     exclude: Sequence[str] = ()

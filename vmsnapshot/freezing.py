@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
+    """A mount to freeze and its open fd."""
+
     decision: MountDecision
     fd: int
 

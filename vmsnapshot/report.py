@@ -14,6 +14,8 @@ LEVELS = ("application", "filesystem", "crash", "failed")
 
 @dataclass(frozen=True)
 class MountReport:
+    """One entry of the report's "mounts"."""
+
     path: str
     fstype: str
     frozen: bool
@@ -33,6 +35,8 @@ class MountReport:
 
 @dataclass(frozen=True)
 class FreezeReport:
+    """The report's "freeze"."""
+
     enabled: bool = True
     window_ms: Optional[float] = None   # first FIFREEZE to last FITHAW
     auto_thawed: bool = False
@@ -50,6 +54,8 @@ class FreezeReport:
 
 @dataclass(frozen=True)
 class SnapshotReport:
+    """The report's "snapshot"."""
+
     command: Sequence[str] = ()
     returncode: Optional[int] = None
     duration_ms: Optional[float] = None
@@ -66,6 +72,8 @@ class SnapshotReport:
 
 @dataclass
 class Report:
+    """The status report of one run."""
+
     consistency: str
     snapshot_taken: bool
     errors: List[ErrorRecord] = field(default_factory=list)

@@ -17,6 +17,8 @@ from vmsnapshot.runlock import run_dir
 
 @dataclass(frozen=True)
 class FrozenEntry:
+    """One mount in the state file: enough to find and thaw it."""
+
     path: str
     major: int       # superblock identity, as in /proc/self/mountinfo
     minor: int

@@ -28,6 +28,8 @@ def freeze_timeout_problem(value: float) -> Optional[str]:
 
 @dataclass(frozen=True)
 class Plugin:
+    """One application: its pre and post commands and their limits."""
+
     name: str
     pre: Optional[Tuple[str, ...]]    # argv; argv[0] is the script path
     post: Optional[Tuple[str, ...]]
@@ -41,6 +43,8 @@ class Plugin:
 
 @dataclass(frozen=True)
 class FreezeSettings:
+    """The [freeze] table."""
+
     enabled: bool = True
     timeout: float = DEFAULT_FREEZE_TIMEOUT
     include: Tuple[str, ...] = ()
@@ -50,6 +54,8 @@ class FreezeSettings:
 
 @dataclass(frozen=True)
 class Config:
+    """Everything the configuration sources say, merged."""
+
     freeze: FreezeSettings = field(default_factory=FreezeSettings)
     continue_on_failure: bool = True
     plugins: Tuple[Plugin, ...] = ()
