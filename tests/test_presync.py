@@ -136,10 +136,12 @@ def test_presync_modes_and_the_report(loopfs_factory, tmp_path, value, mode):
     assert sync["mode"] == mode
     assert set(sync) >= {"mode", "ran", "duration_ms", "flushed_bytes"}
     first, second = sync["passes"]
-    assert first["stage"] == "before-pre" and second["stage"] == "before-freeze"
+    assert (first["stage"], second["stage"]) == ("before-pre",
+                                                 "before-freeze")
     # No pre-script: nothing is quiesced, one pass right before the freeze.
     assert first["ran"] is False
-    assert first["reason"] == "no pre-script: one pass, right before the freeze"
+    assert first["reason"] == ("no pre-script: one pass, right before the "
+                               "freeze")
     if mode == "true":
         assert sync["ran"] is True and sync["flushed_bytes"] >= 4 * MIB
     if mode == "false":
