@@ -16,12 +16,12 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import device, loops, native, overhead, report, vmdirty
-from bench.methods import (METHODS, NEEDS_FREEZER, Context, CycleTimes,
-                           peak_threads)
+from bench.methods import (DEFAULT_METHODS, METHODS, NEEDS_FREEZER, Context,
+                           CycleTimes, peak_threads)
 
 log = logging.getLogger("bench")
 
@@ -52,6 +52,7 @@ class Plan:
     writer_interval_us: int
     hold_ms: float
     max_threads: int
+    pre_dirty_mib: int = 0
 
     @property
     def max_n(self) -> int:
@@ -98,11 +99,15 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed cycles per configuration (default 1)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma list of: %s" % ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma list of: %s (default: all but "
+                   "vmsnapshot-early)" % ", ".join(METHODS))
     p.add_argument("--hold-ms", type=float, default=0.0,
                    help="time frozen before the thaw, standing in for the "
                    "snapshot (default 0)")
+    p.add_argument("--pre-dirty-mib", type=int, default=0, metavar="MIB",
+                   help="MiB each stand-in pre-script dirties per mount "
+                   "(a database checkpoint), at most D (default 0)")
     p.add_argument("--writer-interval-us", type=int, default=1000,
                    help="pause between a writer's 4 KiB writes (default 1000)")
     p.add_argument("--max-threads", type=int, default=0,
@@ -140,9 +145,9 @@ def _plan(args: argparse.Namespace) -> Plan:
         configs=tuple(sorted(set(configs))), methods=methods,
         runs=args.runs or (2 if args.quick else 5), warmup=args.warmup,
         bandwidth_mib=args.bandwidth_mib or (64 if args.quick else 512),
-        overhead_runs=0 if args.no_overhead else (2 if args.quick else 5),
+        overhead_runs=0 if args.no_overhead else (2 if args.quick else 7),
         writer_interval_us=args.writer_interval_us, hold_ms=args.hold_ms,
-        max_threads=args.max_threads)
+        max_threads=args.max_threads, pre_dirty_mib=args.pre_dirty_mib)
 
 
 def _preflight(plan: Plan) -> Optional[str]:
@@ -241,8 +246,14 @@ class Bench:
         w1 = loops.written_mib(devices)
         times: Optional[CycleTimes] = None
         error = None
+        pre = min(self.plan.pre_dirty_mib, d)
+        ctx = self.ctx
+        if pre:
+            ctx = replace(ctx, pre_phase=lambda: [
+                loops.write_mib(m.data_file, pre, self.pattern, False)
+                for m in mounts])
         try:
-            times = METHODS[method](self.ctx, paths)
+            times = METHODS[method](ctx, paths)
         except (RuntimeError, OSError) as e:
             error = str(e)
             log.error("N=%d D=%d %s: %s", n, d, method, error)
@@ -255,6 +266,7 @@ class Bench:
             "n": n, "d_mib": d, "method": method, "run": run,
             "freeze_ms": round(times.freeze_ms, 3) if times else None,
             "presync_ms": round(times.presync_ms, 3) if times else None,
+            "quiesced_ms": round(times.quiesced_ms, 3) if times else None,
             "thaw_ms": round(times.thaw_ms, 3) if times else None,
             "stall_ms": round(samples[worst].max_ns / 1e6, 3),
             "stall_mount": worst,
@@ -321,7 +333,7 @@ class Bench:
             return None
         path = self.pool.mounts[0].path
         _check_ours([path], self.workdir)
-        return overhead.measure(path, self.plan.overhead_runs)
+        return overhead.measure(path, self.plan.overhead_runs, self.bindir)
 
     def cleanup(self) -> List[str]:
         """Thaw first: writers blocked on a frozen mount cannot exit."""

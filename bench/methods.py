@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bench.native import SeqFreeze
 
@@ -20,6 +20,13 @@ class CycleTimes:
     frozen_ns: int          # every mount frozen
     thaw_start_ns: int
     thawed_ns: int          # every mount thawed
+    # Where `run` would have the applications quiesced (after the pre
+    # phase): the whole cycle for methods without a first presync pass.
+    quiesced_ns: Optional[int] = None
+
+    @property
+    def quiesced_ms(self) -> float:
+        return (self.thawed_ns - (self.quiesced_ns or self.start_ns)) / 1e6
 
     @property
     def freeze_ms(self) -> float:
@@ -40,6 +47,15 @@ class Context:
     hold_s: float           # the "snapshot" between freeze and thaw
     timeout_s: float        # vmsnapshot's watchdog, a backstop only
     max_threads: int
+    # Stands in for the pre-scripts (--pre-dirty-mib: a checkpoint that
+    # dirties data): run after vmsnapshot's first presync pass, and before
+    # the clock starts for the methods that have no such pass.
+    pre_phase: Optional[Callable[[], None]] = None
+
+
+def _pre_phase(ctx: Context) -> None:
+    if ctx.pre_phase is not None:
+        ctx.pre_phase()
 
 
 Method = Callable[[Context, Sequence[str]], CycleTimes]
@@ -63,23 +79,41 @@ def _open_all(paths: Sequence[str]) -> List[int]:
     return fds
 
 
+def _dev(fd: int) -> Tuple[int, int]:
+    st = os.fstat(fd)
+    return os.major(st.st_dev), os.minor(st.st_dev)
+
+
 def _vmsnapshot(ctx: Context, paths: Sequence[str],
-                presync: bool) -> CycleTimes:
+                early: Optional[str] = None, late: str = "false"
+                ) -> CycleTimes:
     """The freeze path of `vmsnapshot run`: fds opened and the run prepared
-    before the clock starts, then (presync) and FreezeRun.freeze/thaw."""
-    from vmsnapshot import freezer
+    before the clock starts, then the presync passes `run` makes (EARLY
+    before the pre-scripts, None when none is configured; LATE right
+    before the freeze; each "auto", "true" or "false"), the stand-in pre
+    phase between them, and FreezeRun.freeze/thaw."""
+    from vmsnapshot import freezer, presync
 
     fds = _open_all(paths)
+    items = list(zip(paths, fds))
+    devs = [_dev(fd) for fd in fds]
     run = freezer.FreezeRun(fds, [0] * len(fds), list(paths), ctx.timeout_s,
                             max_threads=ctx.max_threads)
     try:
         t0 = time.monotonic_ns()
-        errs = freezer.presync(fds) if presync else []
+        first = None
+        if early is not None:
+            first = presync.sync_pass("before-pre", early, items, devs,
+                                      presync.deadline_for(ctx.timeout_s))
+        _pre_phase(ctx)
+        tq = time.monotonic_ns()
+        second = presync.before_freeze(late, first, items, devs,
+                                       ctx.timeout_s)
         t1 = time.monotonic_ns()
-        if any(errs):
-            raise RuntimeError("presync: %s" % ", ".join(
-                "%s: %s" % (p, os.strerror(e))
-                for p, e in zip(paths, errs) if e))
+        passes = [p for p in (first, second) if p is not None]
+        problems = [x for p in passes for x in p.failed + p.timed_out]
+        if problems:
+            raise RuntimeError("presync: %s" % ", ".join(problems))
         try:
             run.freeze()
             t2 = time.monotonic_ns()
@@ -95,7 +129,7 @@ def _vmsnapshot(ctx: Context, paths: Sequence[str],
         if bad or run.watchdog_fired():
             raise RuntimeError("vmsnapshot freeze incomplete: %s"
                                % ("; ".join(bad) or "watchdog fired"))
-        return CycleTimes(t0, t1, t2, t3, t4)
+        return CycleTimes(t0, t1, t2, t3, t4, tq)
     finally:
         run.close()
         for fd in fds:
@@ -103,11 +137,29 @@ def _vmsnapshot(ctx: Context, paths: Sequence[str],
 
 
 def vmsnapshot(ctx: Context, paths: Sequence[str]) -> CycleTimes:
-    return _vmsnapshot(ctx, paths, presync=False)
+    """presync = false."""
+    return _vmsnapshot(ctx, paths)
+
+
+def vmsnapshot_default(ctx: Context, paths: Sequence[str]) -> CycleTimes:
+    """The default configuration, presync = "auto", no pre-script: one
+    pass, right before the freeze."""
+    return _vmsnapshot(ctx, paths, late="auto")
+
+
+def vmsnapshot_scripts(ctx: Context, paths: Sequence[str]) -> CycleTimes:
+    """The default configuration with pre-scripts: both passes."""
+    return _vmsnapshot(ctx, paths, early="auto", late="auto")
+
+
+def vmsnapshot_early(ctx: Context, paths: Sequence[str]) -> CycleTimes:
+    """Only the pass before the pre-scripts (placement measurement)."""
+    return _vmsnapshot(ctx, paths, early="auto")
 
 
 def vmsnapshot_presync(ctx: Context, paths: Sequence[str]) -> CycleTimes:
-    return _vmsnapshot(ctx, paths, presync=True)
+    """The old presync = true: one pass, after the pre-scripts."""
+    return _vmsnapshot(ctx, paths, late="true")
 
 
 def _fsfreeze(flag: str, path: str) -> subprocess.CompletedProcess:
@@ -118,6 +170,7 @@ def _fsfreeze(flag: str, path: str) -> subprocess.CompletedProcess:
 def fsfreeze_loop(ctx: Context, paths: Sequence[str]) -> CycleTimes:
     """`for m; do fsfreeze -f $m; done; ...; fsfreeze -u` as scripts do."""
     frozen: List[str] = []
+    _pre_phase(ctx)
     t0 = time.monotonic_ns()
     try:
         for p in paths:
@@ -139,6 +192,7 @@ def fsfreeze_loop(ctx: Context, paths: Sequence[str]) -> CycleTimes:
 
 def seqfreeze(ctx: Context, paths: Sequence[str]) -> CycleTimes:
     """One thread, FIFREEZE per mount in turn (qemu-ga, safefreeze)."""
+    _pre_phase(ctx)
     sf = SeqFreeze(ctx.bindir, paths)
     try:
         t0, t1 = sf.frozen()
@@ -150,13 +204,19 @@ def seqfreeze(ctx: Context, paths: Sequence[str]) -> CycleTimes:
 
 
 METHODS: Dict[str, Method] = {
+    "vmsnapshot-default": vmsnapshot_default,
+    "vmsnapshot-scripts": vmsnapshot_scripts,
     "vmsnapshot": vmsnapshot,
     "vmsnapshot-presync": vmsnapshot_presync,
+    "vmsnapshot-early": vmsnapshot_early,
     "fsfreeze-loop": fsfreeze_loop,
     "seq-ioctl": seqfreeze,
 }
-NEEDS_FREEZER = ("vmsnapshot", "vmsnapshot-presync")
+NEEDS_FREEZER = ("vmsnapshot-default", "vmsnapshot-scripts", "vmsnapshot",
+                 "vmsnapshot-presync", "vmsnapshot-early")
 BASELINES = ("fsfreeze-loop", "seq-ioctl")
+# vmsnapshot-early only serves to measure where presync belongs.
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "vmsnapshot-early")
 
 
 def peak_threads(ctx: Context, paths: Sequence[str]) -> Dict[str, int]:
@@ -175,7 +235,7 @@ def peak_threads(ctx: Context, paths: Sequence[str]) -> Dict[str, int]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        _vmsnapshot(ctx, paths, presync=False)
+        _vmsnapshot(ctx, paths)
     finally:
         stop.set()
         sampler.join()

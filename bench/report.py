@@ -8,8 +8,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from bench.methods import BASELINES, NEEDS_FREEZER
 
-METRICS = ("freeze_ms", "thaw_ms", "stall_ms")
+METRICS = ("freeze_ms", "thaw_ms", "stall_ms", "quiesced_ms")
 VMS = "vmsnapshot"
+DEFAULT = "vmsnapshot-default"
+STALL_FRACTION = 8      # issue 15: default stall <= 1/8 of fsfreeze's
 THAW_TARGET_MS = 10.0
 
 
@@ -34,7 +36,7 @@ def summarize(cycles: List[Dict[str, Any]], floor_mib_s: float
             "failed": len(cs) - len(ok),
             "floor_ms": round(n * d / floor_mib_s * 1000.0, 1)}
         for m in METRICS:
-            entry[m] = stats([c[m] for c in ok])
+            entry[m] = stats([c[m] for c in ok if c.get(m) is not None])
         out.append(entry)
     return out
 
@@ -78,10 +80,10 @@ def table(summary: List[Dict[str, Any]], floor_mib_s: float) -> str:
         lines.append("")
         lines.append("N=%d  D=%d MiB  dirty %d MiB  floor %.0f ms (at %.0f "
                      "MiB/s)" % (n, d, n * d, floor, floor_mib_s))
-        lines.append("%-19s %-26s %-26s %-26s %7s %7s"
+        lines.append("%-19s %-26s %-26s %-26s %9s %7s %7s"
                      % ("method", "all frozen ms  med/min/max",
                         "thaw ms  med/min/max", "stall ms  med/min/max",
-                        "frz/vms", "stl/vms"))
+                        "quiesced", "frz/vms", "stl/vms"))
         ref_freeze = _median(summary, n, d, VMS, "freeze_ms")
         _, ref_stall = _best_vms(summary, n, d, "stall_ms")
         for e in rows:
@@ -89,14 +91,19 @@ def table(summary: List[Dict[str, Any]], floor_mib_s: float) -> str:
                         ref_freeze)
             st = _ratio(_median(summary, n, d, e["method"], "stall_ms"),
                         ref_stall)
-            lines.append("%-19s %s  %s  %s  %7s %7s%s" % (
+            q = e.get("quiesced_ms")
+            lines.append("%-19s %s  %s  %s  %9s %7s %7s%s" % (
                 e["method"], _fmt(e["freeze_ms"]), _fmt(e["thaw_ms"]),
-                _fmt(e["stall_ms"]), "-" if fr is None else "%.2f" % fr,
+                _fmt(e["stall_ms"]),
+                "%.1f" % q["median"] if q else "-",
+                "-" if fr is None else "%.2f" % fr,
                 "-" if st is None else "%.2f" % st,
                 "  (%d failed)" % e["failed"] if e["failed"] else ""))
     lines.append("")
     lines.append("frz/vms: median all-frozen time / vmsnapshot's;  stl/vms: "
-                 "median stall / best vmsnapshot mode's")
+                 "median stall / best vmsnapshot mode's;  quiesced: median "
+                 "ms from the end of the pre phase (after the first "
+                 "presync pass) to the thaw")
     return "\n".join(lines)
 
 
@@ -133,6 +140,24 @@ def targets(summary: List[Dict[str, Any]], cycles: List[Dict[str, Any]],
             "N=8 D=64: max write stall (best mode) <= 1/2 of %s" % b, stall,
             None if bs is None else bs / 2,
             "%s %s ms, %s %s ms" % (mode, stall, b, bs)))
+    default = _median(summary, n, d, DEFAULT, "stall_ms")
+    for b in BASELINES:
+        bs = _median(summary, n, d, b, "stall_ms")
+        out.append(_target(
+            "N=8 D=64: default config max write stall <= 1/%d of %s"
+            % (STALL_FRACTION, b), default,
+            None if bs is None else round(bs / STALL_FRACTION, 1),
+            "%s %s ms, %s %s ms" % (DEFAULT, default, b, bs)))
+    for nn in (8, 64):
+        for metric, what in (("stall_ms", "max write stall"),
+                             ("quiesced_ms", "time quiesced")):
+            clean = _median(summary, nn, 0, DEFAULT, metric)
+            today = _median(summary, nn, 0, VMS, metric)
+            out.append(_target(
+                "N=%d D=0: default config %s no worse than presync = "
+                "false (x1.25 for noise)" % (nn, what), clean,
+                None if today is None else round(today * 1.25, 1),
+                "%s %s ms, %s %s ms" % (DEFAULT, clean, VMS, today)))
     quiet = None
     if quiet_thaw and quiet_thaw["n"] == 64:
         quiet = quiet_thaw.get(VMS)

@@ -32,13 +32,16 @@ def test_quick_completes_and_writes_json(root_loop, tmp_path):
     (path,) = glob.glob(str(results / "freeze-*.json"))
     with open(path) as f:
         doc = json.load(f)
-    methods = {"vmsnapshot", "vmsnapshot-presync", "fsfreeze-loop",
-               "seq-ioctl"}
+    methods = {"vmsnapshot-default", "vmsnapshot-scripts", "vmsnapshot",
+               "vmsnapshot-presync", "fsfreeze-loop", "seq-ioctl"}
     assert {c["method"] for c in doc["cycles"]} == methods
     assert all(c["error"] is None for c in doc["cycles"])
     assert {s["method"] for s in doc["summary"]} == methods
     assert doc["bandwidth"]["seq_mib_s"] > 0
     assert doc["overhead"]["vmsnapshot_run_ms"] is not None
+    assert doc["overhead"]["seqfreeze_ms"] is not None
+    targets = {t["target"] for t in doc["targets"]}
+    assert any("default config" in t for t in targets)
     # Everything it made is gone: no mount or image left in its work dir.
     assert not [p for p in os.listdir(tmp_path)
                 if p.startswith("vmsnapshot-bench-")]

@@ -3,9 +3,11 @@ either place, warnings where they matter, errors said once."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 
-from tests.helpers.cli import run_vmsnapshot
+from tests.helpers.cli import ROOT, run_vmsnapshot, vmsnapshot_cmd
 from tests.helpers.configfiles import write_file
 from tests.helpers.scripts import make_dir
 from vmsnapshot.cli import _parser
@@ -115,3 +117,23 @@ def test_check_says_a_shared_action_once(tmp_path) -> None:
     assert len(heads) == 3, res.stdout
     assert res.stdout.count(
         "  action: " + Catalogue.PRE_SCRIPT_NOT_FOUND.action) == 1
+
+
+# entry() leaves with os._exit (issue 15's fixed cost): nothing is lost.
+
+def test_output_is_complete_through_a_pipe():
+    """os._exit skips Python's own flush at exit: entry() flushes first."""
+    proc = subprocess.run(vmsnapshot_cmd("mounts", "--json"),
+                          cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)
+
+
+def test_a_closed_stdout_is_not_a_success():
+    """A report nobody could read must not exit 0."""
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh"] + vmsnapshot_cmd("mounts"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        timeout=60)
+    assert proc.returncode != 0

@@ -43,7 +43,7 @@ def test_full_file(tmp_path):
     assert load_config(path) == Config(
         freeze=FreezeSettings(enabled=False, timeout=12.5,
                               include=("/data*", "/srv"),
-                              exclude=("/mnt/resource",), presync=True),
+                              exclude=("/mnt/resource",), presync="true"),
         continue_on_failure=False,
         plugins=(Plugin(name="postgresql",
                         pre=("/hooks/pg", "pre", "a b", "it's \"q\""),

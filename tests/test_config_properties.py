@@ -180,7 +180,8 @@ good_freeze = st.fixed_dictionaries({}, optional={
     "timeout": good_or_any(st.floats(0.5, 1e6) | st.integers(1, 3600)),
     "include": good_or_any(st.lists(st.sampled_from(["/data*", "/srv"]))),
     "exclude": good_or_any(st.lists(st.sampled_from(["/mnt/*", "/"]))),
-    "presync": good_or_any(st.booleans())})
+    "presync": good_or_any(st.booleans()
+                           | st.sampled_from(["auto", "true", "false"]))})
 good_plugin = st.fixed_dictionaries(
     {"name": good_or_any(st.sampled_from(["a", "b", "db"]))}, optional={
         "pre": good_or_any(good_argv), "post": good_or_any(good_argv),

@@ -1,3 +1,3 @@
-from vmsnapshot.cli import main
+from vmsnapshot.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from vmsnapshot import mountinfo, mounts, policy, runstate
+from vmsnapshot import mountinfo, mounts, policy, presync, runstate
 from vmsnapshot.config import load_config
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
@@ -107,6 +107,20 @@ def pre_phase(config: Config, trap: SignalTrap, o: Outcomes
     return held
 
 
+def plan_mounts(named: Sequence[str], o: Outcomes
+                ) -> List[mounts.MountDecision]:
+    """The mounts to freeze, and presync's bulk pass over them while the
+    applications still run (the second pass comes right before FIFREEZE)."""
+    settings = o.config.freeze
+    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=named,
+                            include=settings.include,
+                            exclude=settings.exclude)
+    o.presync = (presync.before_pre(
+        settings.presync, decisions, settings.enabled, settings.timeout,
+        any(p.pre for p in o.config.plugins)),)
+    return decisions
+
+
 def post_phase(config: Config, held: Sequence[HeldHook],
                o: Outcomes) -> None:
     """After the thaw: release held hooks, then the post-scripts of every
@@ -121,10 +135,7 @@ def post_phase(config: Config, held: Sequence[HeldHook],
 def _locked_cycle(opts: RunOptions, trap: SignalTrap, o: Outcomes) -> None:
     o.config, errors = load_run_config(opts)
     o.config_errors = tuple(errors)
-    settings = o.config.freeze
-    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=opts.mounts,
-                            include=settings.include,
-                            exclude=settings.exclude)
+    decisions = plan_mounts(opts.mounts, o)
     held: List[HeldHook] = []
     try:
         held = pre_phase(o.config, trap, o)
@@ -157,8 +168,9 @@ class FreezeStep:
                                                       self._named))
         if self.targets:
             try:
-                self.session = FreezeSession(self.targets, settings.timeout,
-                                             settings.presync)
+                self.session = FreezeSession(
+                    self.targets, settings.timeout, settings.presync,
+                    presync_first=o.presync[0] if o.presync else None)
             except VmsnapshotError as e:
                 # No freeze is possible (module missing, guardian not
                 # started, guard refusal): a crash-consistent snapshot
@@ -176,6 +188,8 @@ class FreezeStep:
             if self.session is not None:
                 self.session.close()
                 self.o.freeze = _freeze_outcome(self.session)
+                if self.session.presync_pass is not None:
+                    self.o.presync += (self.session.presync_pass,)
         finally:
             close_targets(self.targets)
             self.targets = []

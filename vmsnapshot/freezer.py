@@ -337,3 +337,14 @@ def identity(fd: int) -> Tuple[int, str]:
         raise OSError(mod.ffi.errno, os.strerror(mod.ffi.errno))
     return (int(ident.mnt_id_unique),
             bytes(ident.uuid[0:ident.uuid_len]).hex())
+
+
+def syncfs(fd: int) -> int:
+    """One syncfs(fd): 0 or the errno.  Blocks for as long as the
+    writeback takes (cffi releases the GIL meanwhile)."""
+    mod = load()
+    c_fd = mod.ffi.new("int[1]", [fd])
+    c_err = mod.ffi.new("int[1]")
+    if mod.lib.vms_presync(c_fd, 1, 1, c_err) < 0:
+        return mod.ffi.errno or errno.EIO
+    return int(c_err[0])

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from vmsnapshot import freezer, runstate
+from vmsnapshot import freezer, presync, runstate
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.guardian import Guardian
 from vmsnapshot.mountfd import MountChanged, open_mount
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
+    """A mount to freeze and its open fd."""
+
     decision: MountDecision
     fd: int
 
@@ -83,10 +85,13 @@ class FreezeSession:
     happens (try/finally): it is what thaws and removes the state file."""
 
     def __init__(self, targets: Sequence[Target], timeout_s: float,
-                 presync: bool = False) -> None:
+                 presync_mode: str = "false",
+                 presync_first: Optional[presync.PassReport] = None) -> None:
         self.targets = list(targets)
         self.timeout_s = timeout_s
-        self.presync = presync
+        self.presync_mode = presync_mode
+        self.presync_first = presync_first
+        self.presync_pass: Optional[presync.PassReport] = None
         fds = [t.fd for t in self.targets]
         waves = [t.decision.wave or 0 for t in self.targets]
         self.guardian: Optional[Guardian] = Guardian.start(
@@ -106,17 +111,15 @@ class FreezeSession:
         """Freeze; with should_stop (asked every few ms while the C core
         freezes) the freeze is cut short and undone as soon as it says
         yes: stopped_early then tells the caller to skip the snapshot."""
+        # What the pre-scripts dirtied goes to disk before FIFREEZE blocks
+        # the writers; bounded by its own deadline (vmsnapshot.presync).
+        self.presync_pass = presync.before_freeze(
+            self.presync_mode, self.presync_first,
+            [(t.path, t.fd) for t in self.targets],
+            [t.decision.info.dev for t in self.targets], self.timeout_s)
         runstate.write_state(
             [runstate.entry_for(t.path, t.fd, t.decision.info)
              for t in self.targets], os.getpid())
-        if self.presync:
-            # Write dirty data back while applications still run, so the
-            # sync inside FIFREEZE (when writers are blocked) is short.
-            for t, err in zip(self.targets,
-                              freezer.presync([t.fd for t in self.targets])):
-                if err:
-                    log.warning("presync of %s: %s", t.path,
-                                os.strerror(err))
         self._started = time.monotonic()
         try:
             self.stopped_early = self.run.freeze(should_stop)

@@ -152,8 +152,12 @@ class Guardian:
 
     def _wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
+        # It exits within a millisecond of a clean end: poll fast first
+        # (a fixed 5 ms sleep was 5 ms of every run's fixed cost).
+        pause = 0.0002
         while self._reap() is None:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.005)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
         return True

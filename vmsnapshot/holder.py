@@ -25,9 +25,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from vmsnapshot import mountinfo, mounts, policy, runstate
+from vmsnapshot import policy, runstate
 from vmsnapshot.cycle import (FreezeStep, RunOptions, load_run_config,
-                              post_phase, pre_phase)
+                              plan_mounts, post_phase, pre_phase)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.held import HeldHook
 from vmsnapshot.heldlog import logs_held_in_memory
@@ -113,12 +113,8 @@ def _cycle(args: HolderArgs, notify: socket.socket, o: Outcomes
                                   args.freeze_timeout)
                 o.config, errors = load_run_config(opts)
                 o.config_errors = tuple(errors)
-                settings = o.config.freeze
-                decisions = mounts.plan(
-                    mountinfo.read_mountinfo(), selected=args.mounts,
-                    include=settings.include, exclude=settings.exclude)
-                if args.no_freeze:
-                    decisions = []
+                decisions = ([] if args.no_freeze
+                             else plan_mounts(args.mounts, o))
                 held = pre_phase(o.config, trap, o)
                 step = FreezeStep(decisions, args.mounts, o)
                 try:

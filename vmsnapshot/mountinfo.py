@@ -45,6 +45,8 @@ REMOTE_KINDS = frozenset(("network filesystem", "FUSE filesystem"))
 
 @dataclass(frozen=True)
 class MountInfo:
+    """One line of /proc/self/mountinfo, decoded."""
+
     mount_id: int
     parent_id: int
     major: int

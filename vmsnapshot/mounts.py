@@ -43,6 +43,8 @@ DISK_FSTYPES = frozenset("ext2 ext3 ext4 xfs btrfs f2fs jfs reiserfs nilfs2 "
 
 @dataclass(frozen=True)
 class MountDecision:
+    """Whether one mount is frozen, why not, and in which wave."""
+
     info: MountInfo
     freeze: bool
     reason: Optional[str]   # why not frozen (None when frozen)

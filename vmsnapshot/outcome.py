@@ -16,6 +16,7 @@ import datetime
 from vmsnapshot import policy, runmeta
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
+from vmsnapshot.presync import PassReport, PresyncReport
 from vmsnapshot.report import FreezeReport, MountReport, Report, SnapshotReport
 from vmsnapshot.scripts import ScriptResult
 from vmsnapshot.spawn import signal_name
@@ -65,6 +66,7 @@ class Outcomes:
     hooks_alive: bool = True       # held hooks alive when the snapshot ended
     released: Tuple[ScriptResult, ...] = ()
     post: Tuple[ScriptResult, ...] = ()
+    presync: Tuple[PassReport, ...] = ()   # presync's passes, in order
     interrupted: Optional[ErrorRecord] = None
     internal_error: Optional[str] = None
 
@@ -204,6 +206,9 @@ def judge(o: Outcomes) -> Report:
     errors += [r.error for r in o.released
                if r.error is not None and r.error not in pre_errors]
     errors += [s.error for s in o.post if s.error is not None]
+    if o.presync:
+        freeze_report = replace(freeze_report, presync=PresyncReport(
+            o.config.freeze.presync, o.presync))
     snapshot = o.snapshot if o.snapshot is not None else SnapshotReport()
     if o.freeze is not None and o.freeze.thawed_early:
         # Another process thawed it meanwhile, even if it froze it again.

@@ -18,6 +18,8 @@ def at_least(level: str, required: str) -> bool:
 
 @dataclass(frozen=True)
 class PreOutcome:
+    """What the pre phase and the configuration allow."""
+
     scripts_configured: bool   # at least one pre-script (or held hook)
     scripts_ok: bool           # every pre-script succeeded (vacuous if none)
     config_ok: bool            # configuration and trust checks passed
@@ -38,6 +40,8 @@ def may_proceed(pre: PreOutcome) -> bool:
 
 @dataclass(frozen=True)
 class FreezeOutcome:
+    """How the freeze held through the snapshot."""
+
     all_frozen: bool           # every selected mount frozen by this run
     held_through_snapshot: bool  # no thaw before the snapshot finished
     hooks_held: bool           # no held hook died while frozen

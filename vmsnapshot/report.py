@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -17,6 +16,8 @@ LEVELS = ("application", "filesystem", "crash", "failed")
 
 @dataclass(frozen=True)
 class MountReport:
+    """One entry of the report's "mounts"."""
+
     path: str
     fstype: str
     frozen: bool
@@ -36,19 +37,27 @@ class MountReport:
 
 @dataclass(frozen=True)
 class FreezeReport:
+    """The report's "freeze"."""
+
     enabled: bool = True
     window_ms: Optional[float] = None   # first FIFREEZE to last FITHAW
     auto_thawed: bool = False
     timeout_s: float = 0.0
+    presync: Optional[Any] = None       # presync.PresyncReport
 
     def to_json(self) -> Dict[str, Any]:
-        return {"window_ms": _ms(self.window_ms),
-                "auto_thawed": self.auto_thawed,
-                "timeout_s": self.timeout_s, "enabled": self.enabled}
+        out = {"window_ms": _ms(self.window_ms),
+               "auto_thawed": self.auto_thawed,
+               "timeout_s": self.timeout_s, "enabled": self.enabled}
+        if self.presync is not None:
+            out["presync"] = self.presync.to_json()
+        return out
 
 
 @dataclass(frozen=True)
 class SnapshotReport:
+    """The report's "snapshot"."""
+
     command: Sequence[str] = ()
     returncode: Optional[int] = None
     duration_ms: Optional[float] = None
@@ -149,6 +158,7 @@ def write_status_file(report: Any, path: str) -> None:
     a report. Mode 600: it holds script output and argv. Called only after
     the thaw."""
     data = report.to_json() if isinstance(report, Report) else report
+    import tempfile     # only here: it costs `run` ~3 ms to import
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
     try:

@@ -47,6 +47,8 @@ class FsIdentity:
 
 @dataclass(frozen=True)
 class FrozenEntry:
+    """One mount in the state file: enough to find and thaw it."""
+
     path: str
     major: int       # superblock identity, as in /proc/self/mountinfo
     minor: int

@@ -32,6 +32,8 @@ GRACE = 5.0   # s between SIGTERM and SIGKILL when a script times out
 
 @dataclass(frozen=True)
 class ScriptResult:
+    """One script of one phase: attempts, exit, time, error."""
+
     plugin: str
     phase: str                 # "pre" | "post"
     path: str                  # argv[0] as configured

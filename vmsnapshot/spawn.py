@@ -80,6 +80,8 @@ def signal_name(signum: int) -> str:
 
 @dataclass(frozen=True)
 class ProcessResult:
+    """How a child process ended and what it printed."""
+
     argv: Tuple[str, ...]
     returncode: int                # negative: killed by that signal
     signal: Optional[str]          # e.g. "SIGKILL" when returncode < 0

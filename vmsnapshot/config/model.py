@@ -28,6 +28,8 @@ def freeze_timeout_problem(value: float) -> Optional[str]:
 
 @dataclass(frozen=True)
 class Plugin:
+    """One application: its pre and post commands and their limits."""
+
     name: str
     pre: Optional[Tuple[str, ...]]    # argv; argv[0] is the script path
     post: Optional[Tuple[str, ...]]
@@ -53,15 +55,19 @@ class Setting:
 
 @dataclass(frozen=True)
 class FreezeSettings:
+    """The [freeze] table."""
+
     enabled: bool = True
     timeout: float = DEFAULT_FREEZE_TIMEOUT
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ()
-    presync: bool = False
+    presync: str = "auto"           # "auto" | "true" | "false"
 
 
 @dataclass(frozen=True)
 class Config:
+    """Everything the configuration sources say, merged."""
+
     freeze: FreezeSettings = field(default_factory=FreezeSettings)
     continue_on_failure: bool = True
     plugins: Tuple[Plugin, ...] = ()

@@ -20,6 +20,7 @@ from vmsnapshot.config.problems import (
     want_abspath, want_bool, want_count, want_seconds, want_str,
     want_str_list)
 from vmsnapshot.errors import Catalogue, ErrorRecord
+from vmsnapshot.presync import normalize_mode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +53,14 @@ def _globs(p: Problems, where: Sequence[Crumb], value: Any) -> Optional[tuple]:
                   "an absolute mount-point glob, starting with /")
             return None
     return tuple(items)
+
+
+def _presync(p: Problems, where: Sequence[Crumb], value: Any
+             ) -> Optional[str]:
+    mode = normalize_mode(value)
+    if mode is None:
+        p.add(where, "got " + describe(value), 'true, false or "auto"')
+    return mode
 
 
 def _argv(p: Problems, where: Sequence[Crumb], value: Any
@@ -147,7 +156,7 @@ def parse(text: str, p: Problems) -> Optional[Config]:
                      DEFAULT_FREEZE_TIMEOUT),
         include=pick(p, freeze_t, w, "include", _globs, ()),
         exclude=pick(p, freeze_t, w, "exclude", _globs, ()),
-        presync=pick(p, freeze_t, w, "presync", want_bool, False))
+        presync=pick(p, freeze_t, w, "presync", _presync, "auto"))
     policy_t = _table(p, data, "policy")
     reject_unknown(p, ["policy"], policy_t, POLICY_KEYS)
     keep_going = pick(p, policy_t, ["policy"], "continue_on_failure",

@@ -17,8 +17,6 @@ case-insensitive, as with Azure's ConfigParser.
 """
 from __future__ import annotations
 
-import ast
-import configparser
 import logging
 import math
 import re
@@ -42,6 +40,10 @@ _SPELLING = {"pluginname": "pluginName", "pluginpath": "pluginPath",
 
 def _parse(text: str, p: Problems) -> Optional[Dict[str, str]]:
     """The [pre_post] section, keys lower-cased, or None."""
+    # Imported here: most machines have no plugin host file, and `run`'s
+    # fixed cost counts every import.
+    import ast
+    import configparser
     # No interpolation: a '%' in a path must stay a '%'.  A [DEFAULT]
     # section must not leak keys into [pre_post]: make it an ordinary name.
     parser = configparser.ConfigParser(

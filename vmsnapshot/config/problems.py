@@ -8,7 +8,6 @@ contexts) so ``vmsnapshot check`` can list them all at once.
 from __future__ import annotations
 
 import datetime
-import difflib
 import math
 import os
 from typing import Any, Iterable, List, Optional, Sequence, Union
@@ -91,6 +90,7 @@ def suggest(key: str, known: Iterable[str]) -> str:
     for k in known:
         if k.lower() == key.lower():
             return " (did you mean %r? keys are case-sensitive)" % k
+    import difflib      # only for a typo: not on every run
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return " (did you mean %r?)" % close[0] if close else ""
 

@@ -4,13 +4,13 @@ two entry points: ``validate_config`` (every problem, for check) and
 itself is config/merge.py."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from vmsnapshot.config import azure_json, native_toml, pluginhost
 from vmsnapshot.config.azuremark import is_extension_wrapper
 from vmsnapshot.config.merge import merge
 from vmsnapshot.config.model import Config
@@ -27,10 +27,22 @@ CONF_D = "/etc/vmsnapshot/conf.d"
 SEARCH_ORDER = (NATIVE_PATH, PLUGINHOST_PATH, SCRIPT_PLUGIN_PATH)
 
 Loader = Callable[[str, List[ErrorRecord], str], Optional[Config]]
+
+
+def _lazy(module: str) -> Loader:
+    """A format's loader, imported on first use: `run` pays only for the
+    formats present on the machine (issue 15's fixed cost)."""
+    def load(path: str, records: List[ErrorRecord], root: str = "/"
+             ) -> Optional[Config]:
+        mod = importlib.import_module("vmsnapshot.config." + module)
+        return mod.load(path, records, root)
+    return load
+
+
 LOADERS: Dict[str, Loader] = {
-    "toml": native_toml.load,
-    "ini": pluginhost.load,
-    "json": azure_json.load,
+    "toml": _lazy("native_toml"),
+    "ini": _lazy("pluginhost"),
+    "json": _lazy("azure_json"),
 }
 FORMAT_NAMES = {"toml": "native TOML", "ini": "Azure plugin host INI",
                 "json": "Azure script plugin JSON"}
