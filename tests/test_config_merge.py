@@ -151,7 +151,7 @@ def test_duplicate_between_native_and_azure(tmp_path):
     ('[freeze]\ninclude = ["/a"]\n', '[freeze]\ninclude = ["/b", "/a"]\n',
      "[freeze] include", ("/a", "/b")),
     ("[freeze]\npresync = false\n", "[freeze]\npresync = true\n",
-     "[freeze] presync", True),
+     "[freeze] presync", "true"),
 ])
 def test_disagreement_check_reports_run_applies_safer(tmp_path, caplog, a,
                                                       b, key, safer):
