@@ -226,6 +226,22 @@ def test_built_collection_has_role_playbook_module_docs(ansible) -> None:
         assert os.path.exists(os.path.join(base, name)), name
 
 
+# ---------------------------------------------------------------- guard
+
+def test_freeze_guard_holds_inside_the_machines(fresh) -> None:
+    """Inside a root the suite's guard becomes "/" (only filesystems
+    mounted inside the root, never the one holding it); the chroot refuses
+    to run without a guard or for a root outside it."""
+    m = fresh[0]
+    res = m.sh("sh", "-c", 'echo "$VMSNAPSHOT_FREEZE_GUARD"')
+    assert res.stdout.strip() == "/"
+    res = chroot.run([fleet.CHROOT_EXE, m.root, "true"], check=False)
+    assert res.returncode == 126 and "is not set" in res.stderr
+    res = chroot.run([fleet.CHROOT_EXE, "/", "true"], check=False,
+                     env=fleet.guard_env())
+    assert res.returncode == 126 and "is not under" in res.stderr
+
+
 # ---------------------------------------------------------------- role
 
 ROLE_PLAY = """- hosts: app
