@@ -508,6 +508,31 @@ def test_host_unreachable_mid_way_counts_as_crash(ansible, fresh,
     assert json.loads(res.stdout)["consistency"] == "crash"
 
 
+def test_host_unreachable_for_pre_takes_no_snapshot(ansible, fresh,
+                                                    tmp_path) -> None:
+    machines = fresh
+    configs = {m.name: config(m, "downpre", None) for m in machines}
+    inventory = ansible.inventory(machines, host_vars(machines, configs),
+                                  "downpre-inventory.json")
+    down = machines[1].root + ".down"
+    outdir = str(tmp_path / "snap")
+    open(down, "w").close()
+    try:
+        res = ansible.playbook(inventory, PLAYBOOK, "-e", "@" + group_vars(
+            ansible, "downpre", snapshot_argv(machines, outdir)))
+    finally:
+        os.unlink(down)
+    assert res.returncode != 0, check(res)
+    assert not os.path.exists(outdir), "a snapshot was taken"
+    report = report_file(ansible, "downpre")
+    assert report["level"] == "failed" and not report["snapshot_taken"]
+    assert "unreachable" in report["hosts"]["b"]["fleet"]["note"]
+    for name in ("a", "c"):
+        assert report["hosts"][name]["consistency"] == "failed"
+        assert report["hosts"][name]["fleet"]["post_rc"] == 3
+    assert [post_ran(m) for m in machines] == [1, 0, 1]
+
+
 def test_bad_group_variables_freeze_nothing(ansible, fresh) -> None:
     machines = fresh
     inventory = ansible.inventory(machines, name="bad-inventory.json")
