@@ -1,7 +1,9 @@
 #!/usr/bin/python
-"""vmsnapshot.fleet.status: a host's last vmsnapshot runs as facts."""
-from __future__ import annotations
+"""vmsnapshot.fleet.status: a host's last vmsnapshot runs as facts.
 
+Runs on the managed host, whose Python may be older than the controller's
+(RHEL 8's platform-python is 3.6): no `from __future__ import annotations`.
+"""
 import json
 
 from ansible.module_utils.basic import AnsibleModule
