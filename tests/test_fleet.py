@@ -406,7 +406,7 @@ def test_killed_controller_every_host_thaws_by_its_watchdog(
     started = os.path.join(ansible.workdir, "snapshot-started")
     if os.path.exists(started):
         os.unlink(started)
-    timeout = 8
+    timeout = 15   # covers pre + ansible overhead under CI load
     proc = ansible.start(inventory, PLAYBOOK, "-e", "@" + group_vars(
         ansible, "killed", ["sh", "-c", "touch %s; exec sleep 600" % started],
         timeout=timeout))
@@ -482,7 +482,7 @@ def test_host_unreachable_mid_way_counts_as_crash(ansible, fresh,
     outdir = str(tmp_path / "snap")
     snapshot = ["sh", "-c", 'touch "$0" && exec "$@"', down] + snapshot_argv(
         machines, outdir)
-    timeout = 8
+    timeout = 15   # covers pre + ansible overhead under CI load
     try:
         res = ansible.playbook(inventory, PLAYBOOK, "-e", "@" + group_vars(
             ansible, "midway", snapshot, timeout=timeout))

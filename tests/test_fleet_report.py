@@ -27,7 +27,8 @@ def rep(level: str, taken: bool = True):
     return {"consistency": level, "snapshot_taken": taken, "errors": []}
 
 
-SNAP_OK = {"rc": 0, "cmd": ["snap"], "stderr": ""}
+SNAP_OK = {"rc": 0, "cmd": ["snap"], "stderr": "", "delta": "0:00:01.5",
+           "start": "2026-11-29 22:00:00.0", "end": "2026-11-29 22:00:01.5"}
 
 
 def host(pre=None, post=None):
@@ -46,6 +47,7 @@ def test_lowest_level_of_the_hosts() -> None:
     assert g["level"] == "filesystem" and g["snapshot_taken"] and g["ok"]
     assert g["hosts"]["a"]["consistency"] == "application"
     assert g["hosts"]["a"]["fleet"] == {"pre_rc": 0, "post_rc": 0}
+    assert g["snapshot"]["delta"] == "0:00:01.5"
 
 
 def test_no_snapshot_is_failed_even_if_hosts_say_more() -> None:

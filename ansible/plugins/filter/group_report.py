@@ -120,6 +120,10 @@ def group_report(results: Mapping[str, Any], snapshot: Any = None,
             "command": snapshot.get("cmd")
             if isinstance(snapshot, Mapping) else None,
             "returncode": None if snap is None else snap["rc"],
+            # when it ran and how long it took, for the timing rule
+            "start": (snap or {}).get("start"),
+            "end": (snap or {}).get("end"),
+            "delta": (snap or {}).get("delta"),
             "stderr": ((snap or {}).get("stderr") or "")[-2000:]},
         "hosts": hosts,
     }
