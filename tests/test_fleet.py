@@ -584,11 +584,16 @@ def test_status_module_gives_last_runs_as_facts(ansible, fresh,
 
 
 FAKE_STATUS = """#!/bin/sh
-# A stand-in for `vmsnapshot status` (issue 14) with its contract: a JSON
-# list of reports, newest first.
+# A stand-in for `vmsnapshot status` (issue 14) with its contract: JSON
+# {"runs": [reports, newest first]}.
 [ "$1 $2 $3" = "status --json -n" ] || { echo "usage" >&2; exit 2; }
-echo '[{"consistency": "application", "run_id": "2"},
-       {"consistency": "crash", "run_id": "1"}]'
+echo '{"runs": [{"consistency": "application", "run_id": "2"},
+                {"consistency": "crash", "run_id": "1"}]}'
+"""
+
+NO_HISTORY = """#!/bin/sh
+echo '{"runs": []}'
+exit 1
 """
 
 OLD_VMSNAPSHOT = """#!/bin/sh
@@ -617,6 +622,7 @@ def test_status_module_facts_and_its_errors(ansible, fresh, workdir) -> None:
     for m in machines:
         m.write("/usr/local/bin/fake-status", FAKE_STATUS, 0o755)
         m.write("/usr/local/bin/old-vmsnapshot", OLD_VMSNAPSHOT, 0o755)
+        m.write("/usr/local/bin/no-history", NO_HISTORY, 0o755)
     inventory = ansible.inventory(machines, name="module-inventory.json")
     play = os.path.join(workdir, "module.yml")
     with open(play, "w") as f:
@@ -627,6 +633,13 @@ def test_status_module_facts_and_its_errors(ansible, fresh, workdir) -> None:
         with open(os.path.join(workdir, "last-%s.json" % m.name)) as f:
             assert json.load(f) == {"consistency": "application",
                                     "run_id": "2"}
+    with open(play, "w") as f:        # no run yet: no facts, no failure
+        f.write(MODULE_PLAY % ("/usr/local/bin/no-history", workdir))
+    res = ansible.playbook(inventory, play)
+    assert res.returncode == 0, check(res)
+    for m in machines:
+        with open(os.path.join(workdir, "last-%s.json" % m.name)) as f:
+            assert json.load(f) is None
     with open(play, "w") as f:
         f.write(MODULE_PLAY % ("/usr/local/bin/old-vmsnapshot", workdir))
     res = ansible.playbook(inventory, play)

@@ -14,7 +14,7 @@ module: status
 short_description: the last vmsnapshot runs of a host, as facts
 description:
   - Runs C(vmsnapshot status --json -n COUNT) on the host and returns its
-    reports (newest first) as the fact C(vmsnapshot_runs), and the newest as
+    reports (its C(runs), newest first) as the fact C(vmsnapshot_runs), and the newest as
     C(vmsnapshot_last_run), for fleet-wide reporting.
   - Changes nothing on the host.
 options:
@@ -69,19 +69,22 @@ def main() -> None:
         module.fail_json(msg="count must be at least 1 (got %d)" % count)
     argv = [module.params["executable"], "status", "--json", "-n", str(count)]
     rc, out, err = module.run_command(argv)
-    if rc != 0:
-        hint = ("this vmsnapshot has no `status` command: upgrade it"
-                if "invalid choice" in err else
-                "see the error above; `vmsnapshot status` must work there")
-        module.fail_json(msg="%s: exit %d: %s (%s)" % (
-            " ".join(argv), rc, err.strip()[-500:], hint), rc=rc)
     try:
-        runs = json.loads(out)
-    except ValueError as e:
-        module.fail_json(msg="%s printed no JSON: %s" % (" ".join(argv), e))
-    if not isinstance(runs, list):
-        module.fail_json(msg="%s printed %s, not a list of reports"
-                         % (" ".join(argv), type(runs).__name__))
+        printed = json.loads(out)
+    except ValueError:
+        printed = None
+    # `status --json` prints {"runs": [...]}, and exits 1 when the history
+    # is empty; a bare list is accepted too.
+    runs = printed.get("runs") if isinstance(printed, dict) else printed
+    if not isinstance(runs, list) or rc not in (0, 1):
+        if rc not in (0, 1) or printed is None:
+            hint = ("this vmsnapshot has no `status` command: upgrade it"
+                    if "invalid choice" in err else
+                    "see the error above; `vmsnapshot status` must work there")
+            module.fail_json(msg="%s: exit %d: %s (%s)" % (
+                " ".join(argv), rc, err.strip()[-500:], hint), rc=rc)
+        module.fail_json(msg="%s printed %s, not {\"runs\": [reports]}"
+                         % (" ".join(argv), type(printed).__name__))
     module.exit_json(changed=False, ansible_facts={
         "vmsnapshot_runs": runs,
         "vmsnapshot_last_run": runs[0] if runs else None})
