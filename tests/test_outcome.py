@@ -181,3 +181,23 @@ def test_exception_while_frozen_keeps_the_report_and_no_state(
     monkeypatch.undo()
     again = cycle.run_cycle(cycle.RunOptions(plugin_config, (str(a),)))
     assert again.consistency == policy.APPLICATION, again.errors
+
+
+def test_split_post_never_came_holder_thawed_first_is_crash() -> None:
+    """A split cycle whose post never came: the holder's own wait ends at
+    the deadline and it thaws before the C watchdog fires (they race), so
+    auto_thawed is false. Nothing vouches for a snapshot then: crash with
+    FsFreezeTimeout, as when the watchdog wins (seen as a flaky level
+    `filesystem` with exit 0 in the fleet's killed-controller test)."""
+    o = Outcomes(config=Config(FreezeSettings(timeout=5), True, ()),
+                 split=True)
+    o.proceeded = True
+    o.freeze = FreezeOutcome((MountReport("/a", "ext4", True),),
+                             FreezeReport(True, 5000.0, False, 5), (), True,
+                             True, False, False)
+    o.post_in_time = False
+    o.snapshot = SnapshotReport((), 0, 5000.0, finished_while_frozen=False)
+    report = judge(o)
+    assert report.consistency == policy.CRASH
+    assert Catalogue.FS_FREEZE_TIMEOUT in [e.entry for e in report.errors]
+    assert report.snapshot_taken is False
