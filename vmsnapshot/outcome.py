@@ -124,19 +124,13 @@ def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
     if snap is not None and (snap.command or o.split):
         held = held and snap.finished_while_frozen
     late = o.split and o.post_in_time is False
-    if f.report.auto_thawed or late:
+    if f.report.auto_thawed or late:   # late: the holder and the
+        # watchdog race at the deadline; either way it is the timeout
         held = False
         errors.append(ErrorRecord(
             Catalogue.FS_FREEZE_TIMEOUT,
             "the watchdog thawed after %gs, before the snapshot finished"
             % f.report.timeout_s if not late else
-            "no post within %gs of the freeze: thawed at the deadline"
-            % f.report.timeout_s))
-    elif o.split and o.post_in_time is False:
-        # The holder's wait ended at the deadline just before the watchdog
-        # fired (they race): the same timeout, thawed by the holder.
-        errors.append(ErrorRecord(
-            Catalogue.FS_FREEZE_TIMEOUT,
             "no post within %gs of the freeze: thawed at the deadline"
             % f.report.timeout_s))
     return (f.all_frozen and not o.open_errors and o.no_session is None,
