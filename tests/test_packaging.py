@@ -300,21 +300,28 @@ def test_check_installed_templates(installed) -> None:
     # No Azure file any more: the (all-comment) native template or nothing.
     assert res.stdout.startswith("configuration: "), res.stdout
     assert "configuration: " + AZURE_JSON not in res.stdout
-    assert res.returncode == 0, res.stdout + res.stderr
+    # A chroot has no filesystem of its own to freeze, and check says so
+    # (NothingFrozen is its only problem: the templates themselves are fine).
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "mount plan: nothing would be frozen" in res.stdout
+    assert "1 problem:" in res.stdout and "NothingFrozen (130)" in res.stdout
 
     # Both templates, pointed at scripts made the way the docs ask.
     pre, post = "/root/vmstest/pre.sh", "/root/vmstest/post.sh"
     for script in (pre, post):
         write_in_root(installed, script, "#!/bin/sh\nexit 0\n", 0o700)
+    # Freezing off: the chroot has nothing to freeze (see above).
     with open(installed + TOML, encoding="utf-8") as f:
         native = f.read() + (
+            '\n[freeze]\nenabled = false\n'
             '\n[[plugin]]\nname = "test"\npre = ["%s"]\npost = ["%s"]\n'
             % (pre, post))
     write_in_root(installed, "/root/vmstest/vmsnapshot.toml", native, 0o600)
     with open(installed + EXAMPLES + "VMSnapshotScriptPluginConfig.json",
               encoding="utf-8") as f:
         azure = json.load(f)
-    azure.update(preScriptLocation=pre, postScriptLocation=post)
+    azure.update(preScriptLocation=pre, postScriptLocation=post,
+                 fsFreezeEnabled=False)
     write_in_root(installed, "/root/vmstest/azure.json", json.dumps(azure), 0o600)
     for config in ("/root/vmstest/vmsnapshot.toml", "/root/vmstest/azure.json"):
         res = in_root(installed, SBIN, "check", "--config", config, check=False)
@@ -324,7 +331,7 @@ def test_check_installed_templates(installed) -> None:
     # The shipped hooks pass the trust check where they are installed.
     hooks = [h for h, mode in source_hooks().items() if mode == "-rwx------"]
     if hooks:
-        native = "".join(
+        native = "[freeze]\nenabled = false\n" + "".join(
             '[[plugin]]\nname = "%s"\npre = ["%s", "pre"]\npost = ["%s", "post"]\n'
             % (os.path.basename(h), h, h) for h in hooks)
         write_in_root(installed, "/root/vmstest/hooks.toml", native, 0o600)
