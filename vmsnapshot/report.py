@@ -3,10 +3,10 @@ the human summary."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.errors import ErrorRecord
 from vmsnapshot.errtext import error_lines
 from vmsnapshot.runmeta import RunMeta
@@ -158,19 +158,4 @@ def write_status_file(report: Any, path: str) -> None:
     a report. Mode 600: it holds script output and argv. Called only after
     the thaw."""
     data = report.to_json() if isinstance(report, Report) else report
-    import tempfile     # only here: it costs `run` ~3 ms to import
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vmsnapshot-status.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

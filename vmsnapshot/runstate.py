@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence
 
 from vmsnapshot import freezer
+from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.runlock import run_dir
 
 
@@ -83,14 +84,9 @@ def state_path() -> str:
 def write_state(entries: Sequence[FrozenEntry], pid: int) -> None:
     path = state_path()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
     # 600: it names mount points and identities; nobody else's business.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        os.fchmod(fd, 0o600)
-        json.dump({"pid": pid, "mounts": [asdict(e) for e in entries]}, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(
+        {"pid": pid, "mounts": [asdict(e) for e in entries]}))
 
 
 def _entry(m: dict) -> FrozenEntry:

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Optional
+
+from vmsnapshot.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +59,9 @@ def save(report: Dict[str, Any]) -> str:
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)   # not 755 above
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, file_name(report))
-    fd, tmp = tempfile.mkstemp(prefix=".run.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)      # mkstemp made it 0600 already
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    write_atomic(path, json.dumps(report, indent=2) + "\n", sync_dir=True)
     prune(keep())
     return path
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _names() -> List[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
+from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.results import history
 
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -85,7 +85,7 @@ def update_counters(report: Dict[str, Any]) -> Dict[str, Any]:
         0 if level == "application"
         else int(counters.get("below_application_streak", 0)) + 1)
     os.makedirs(history.state_dir(), mode=0o700, exist_ok=True)
-    _atomic_write(path, json.dumps(counters, indent=1) + "\n", 0o600)
+    write_atomic(path, json.dumps(counters, indent=1) + "\n", 0o600)
     return counters
 
 
@@ -162,23 +162,7 @@ def write(report: Dict[str, Any]) -> Optional[str]:
         return None
     path = os.path.join(directory, FILE_NAME)
     # node-exporter reads *.prom only: the temp name must not end so.
-    _atomic_write(path, render(report, counters), 0o644)
+    write_atomic(path, render(report, counters), 0o644)
     return path
 
 
-def _atomic_write(path: str, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
