@@ -101,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="GLOB",
                         help="never freeze mounts matching GLOB (repeatable)")
 
+    def report_options(sp: argparse.ArgumentParser) -> None:
+        """What `run` and `post` share: the report and the exit status."""
+        sp.add_argument("--require", choices=LEVELS, default="filesystem",
+                        metavar="LEVEL",
+                        help="exit non-zero when the consistency level is "
+                             "below LEVEL: application, filesystem "
+                             "(default) or crash")
+        sp.add_argument("--json", action="store_true",
+                        help="print the status report as JSON on stdout")
+        sp.add_argument("--status-file", metavar="PATH",
+                        help="also write the JSON report to PATH (after "
+                             "the thaw)")
+
     def config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", metavar="PATH",
                         help="this configuration file instead of the search "
@@ -134,14 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="watchdog deadline, counted from the freeze start "
                          "(above 0, at most 3600; default: the "
                          "configuration's, else 60)")
-    sp.add_argument("--require", choices=LEVELS, default="filesystem",
-                    metavar="LEVEL",
-                    help="exit non-zero when the consistency level is below "
-                         "LEVEL: application, filesystem (default) or crash")
-    sp.add_argument("--json", action="store_true",
-                    help="print the status report as JSON on stdout")
-    sp.add_argument("--status-file", metavar="PATH",
-                    help="also write the JSON report to PATH (after thaw)")
+    report_options(sp)
     sp.add_argument("snapshot", nargs=argparse.REMAINDER,
                     metavar="-- SNAPSHOT_COMMAND",
                     help="command that takes the snapshot while frozen")
@@ -182,14 +188,7 @@ def _parser() -> argparse.ArgumentParser:
              "status as for 'run'.")
     sp.add_argument("--failed", action="store_true",
                     help="the backup agent took no snapshot")
-    sp.add_argument("--require", choices=LEVELS, default="filesystem",
-                    metavar="LEVEL",
-                    help="exit non-zero when the consistency level is below "
-                         "LEVEL: application, filesystem (default) or crash")
-    sp.add_argument("--json", action="store_true",
-                    help="print the status report as JSON on stdout")
-    sp.add_argument("--status-file", metavar="PATH",
-                    help="also write the JSON report to PATH")
+    report_options(sp)
 
     # Internal: how `pre` starts its holder as a systemd transient unit.
     sp = sub.add_parser("__holder", help=argparse.SUPPRESS)
