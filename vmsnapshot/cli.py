@@ -25,11 +25,12 @@ EXIT_INTERNAL = os.EX_SOFTWARE   # 70: a bug, not a failed snapshot
 LEVELS = ("application", "filesystem", "crash", "failed")
 
 _EPILOG = """\
-configuration: the first file found of
-  /etc/vmsnapshot/vmsnapshot.toml
-  /etc/azure/VMSnapshotPluginHost.conf
+configuration: every file found of
+  /etc/vmsnapshot/vmsnapshot.toml, /etc/vmsnapshot/conf.d/*.toml,
+  /etc/azure/VMSnapshotPluginHost.conf,
   /etc/azure/VMSnapshotScriptPluginConfig.json
-is used (--config PATH overrides; 'vmsnapshot check' shows which).
+is read and merged (--config PATH: that file alone; 'vmsnapshot check'
+shows where each plugin and setting comes from).
 results: 'vmsnapshot status', 'journalctl -t vmsnapshot'.
 See the vmsnapshot(8) manual page: man 8 vmsnapshot"""
 
