@@ -44,25 +44,13 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def config_sources(config_path: Optional[str]) -> Tuple[str, ...]:
-    """The file a run reads: the one given, else the first of the search
-    order (an absent configuration gives ())."""
-    from vmsnapshot.config.search import config_file
-    try:
-        path, _ = config_file(config_path)
-    except OSError:
-        return ()
-    return (path,) if path else ()
-
-
 def finish(trigger: str, started: datetime.datetime,
-           config_path: Optional[str] = None,
-           sources: Optional[Sequence[str]] = None,
+           sources: Sequence[str] = (),
            run_id: Optional[str] = None) -> RunMeta:
-    """The metadata of a run that started at STARTED and ends now."""
+    """The metadata of a run that started at STARTED, read the
+    configuration files SOURCES and ends now."""
     return RunMeta(
         run_id=run_id or new_run_id(), trigger=trigger,
         started_at=rfc3339(started), ended_at=rfc3339(utcnow()),
         hostname=socket.gethostname(), version=__version__,
-        config_sources=tuple(sources if sources is not None
-                             else config_sources(config_path)))
+        config_sources=tuple(sources))
