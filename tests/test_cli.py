@@ -84,12 +84,23 @@ def test_mounts_hides_pseudo_filesystems_unless_all() -> None:
     assert ["/proc", "proc"] in rows
 
 
-def test_freeze_timeout_is_a_usage_error() -> None:
-    for bad in ("0", "-1", "nan", "inf", "3601", "soon"):
-        res = run_vmsnapshot("run", "--freeze-timeout", bad, "--mount",
-                             "/nonexistent", "--", "true")
-        assert res.returncode == 2, bad
-        assert "argument --freeze-timeout:" in res.stderr, res.stderr
+def test_freeze_timeout_is_a_usage_error(tmp_path) -> None:
+    """Refused before anything runs: no pre-script ever quiesces a
+    database for a run that cannot start."""
+    d = make_dir(tmp_path / "plugin", 0o700)
+    marker = str(tmp_path / "pre-ran")
+    pre = os.path.join(d, "pre")
+    write_file(pre, "#!/bin/sh\ntouch %s\n" % marker, 0o700)
+    config = write_file(os.path.join(d, "v.toml"),
+                        '[[plugin]]\nname = "db"\npre = ["%s"]\n' % pre)
+    for command in ("run", "pre"):
+        for bad in ("0", "-1", "nan", "inf", "3601", "1e300", "soon"):
+            res = run_vmsnapshot(command, "--config", config,
+                                 "--freeze-timeout", bad, "--mount",
+                                 "/nonexistent")
+            assert res.returncode == 2, (command, bad)
+            assert "argument --freeze-timeout:" in res.stderr, res.stderr
+    assert not os.path.exists(marker)
 
 
 def test_identical_action_said_once() -> None:
