@@ -123,7 +123,8 @@ def _freeze_facts(o: Outcomes) -> Tuple[bool, bool, List[ErrorRecord]]:
     # it "finished while frozen" only if post came in time.
     if snap is not None and (snap.command or o.split):
         held = held and snap.finished_while_frozen
-    late = o.split and o.post_in_time is False
+    late = (o.split and o.post_in_time is False
+            and o.interrupted is None)     # a signal is said as such
     if f.report.auto_thawed or late:   # late: the holder and the
         # watchdog race at the deadline; either way it is the timeout
         held = False
