@@ -33,7 +33,11 @@ $(VENV)/.deps-ok: pyproject.toml
 	$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# compat: the tree is a plain sys.path entry, so a copy of the package
+	# (tests/test_check.py's missing-module test) never borrows this
+	# tree's compiled module through an import hook.
+	$(PY) -m pip install -q -e '.[test]' \
+		--config-settings editable_mode=compat
 	touch $@
 
 build: deps

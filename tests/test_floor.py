@@ -57,7 +57,8 @@ def test_unit_tests_pass_on_the_floor_python(tmp_path_factory) -> None:
     venv = os.path.join(tree, ".venv")
     _run(python, "-m", "venv", venv)
     py = os.path.join(venv, "bin", "python")
-    _run(py, "-m", "pip", "install", "-q", "-e", ".[test]", cwd=tree)
+    _run(py, "-m", "pip", "install", "-q", "-e", ".[test]",
+         "--config-settings", "editable_mode=compat", cwd=tree)
     res = _run(py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-k", "not exception_while_frozen", *UNIT_TESTS, cwd=tree,
                env=dict(os.environ, VMSNAPSHOT_REQUIRE_ROOT="0"))

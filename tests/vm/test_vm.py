@@ -329,7 +329,8 @@ def test_guest_snapshots_fine_after_the_faults(fault_vm: Machine, tmp_path) -> N
 # ---------------------------------------------------------------- qemu-ga
 
 HELD_TOML = """\
-# Searched before the image's Azure file: a held pre-script this time.
+# Instead of the image's Azure file (moved away: sources are merged now),
+# a held pre-script this time.
 [freeze]
 timeout = 120
 
@@ -355,6 +356,7 @@ def test_qemu_guest_agent_drives_vmsnapshot_hooks(qga_vm: Machine, tmp_path) -> 
     /etc/qemu/qemu-ga.conf), which holds the held pre-script from the
     freeze hook to the thaw hook."""
     vm = qga_vm
+    vm.sh("mv /etc/azure/VMSnapshotScriptPluginConfig.json /etc/vmtest/")
     vm.write("/etc/vmsnapshot/vmsnapshot.toml", HELD_TOML, mode=0o600)
     vm.call("spawn", name="qemu-ga", argv=["/usr/sbin/qemu-ga"])  # as its unit does
     assert vm.qga is not None
