@@ -93,6 +93,7 @@ def test_pre_freezes_and_returns_post_thaws(split: Split) -> None:
     assert time.monotonic() - t0 < 20
     assert is_frozen(str(split.mount))
     assert split.order() == ["pre"]
+    holder = split.holder_pid()
     res = split.post()
     report = report_of(res)
     assert res.returncode == 0, res.stderr
@@ -102,6 +103,13 @@ def test_pre_freezes_and_returns_post_thaws(split: Split) -> None:
     assert not is_frozen(str(split.mount))
     assert split.order() == ["pre", "post"]
     split.wait_holder_gone()
+    mount = _cgroup2()
+    if mount is not None:       # the holder removed the cgroup it made
+        gone = os.path.join(mount, "vmsnapshot-holder-%d" % holder)
+        deadline = time.monotonic() + 5
+        while os.path.exists(gone):
+            assert time.monotonic() < deadline, "left behind: " + gone
+            time.sleep(0.05)
 
 
 def test_pre_twice_is_already_running(split: Split) -> None:

@@ -16,7 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from typing import List, Optional
+
+from vmsnapshot import cgroup
 
 log = logging.getLogger(__name__)
 
@@ -86,45 +89,51 @@ def _max_fd() -> int:
 
 # -- the unified cgroup hierarchy, where no systemd manages it -------------
 
+HOLDER_PREFIX = "vmsnapshot-holder-"
 _own: Optional[str] = None      # the cgroup this holder made for itself
 _came_from: Optional[str] = None
 
 
-def unified_mount() -> Optional[str]:
-    """Where the cgroup2 hierarchy is mounted, if it is."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8",
-                  errors="surrogateescape") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return left.split()[4]
-    except OSError:
-        pass
-    return None
-
-
-def _current(mount: str) -> Optional[str]:
-    with open("/proc/self/cgroup", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return os.path.join(mount, line[3:].strip().lstrip("/"))
-    return None
-
-
-def _move_self(cgroup: str) -> None:
-    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+def _move_self(path: str) -> None:
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
         f.write("0")
+
+
+def _remove_tree(path: str) -> bool:
+    """rmdir PATH and the empty cgroups below it (the scripts' parent that
+    vmsnapshot.cgroup made there), deepest first; False if one is busy."""
+    try:
+        names = [n for n in os.listdir(path)
+                 if os.path.isdir(os.path.join(path, n))]
+    except OSError:
+        return False
+    ok = all([_remove_tree(os.path.join(path, n)) for n in names])
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return ok
+
+
+def _sweep(mount: str) -> None:
+    """Remove holder cgroups whose holder is gone (killed, or its guardian
+    was still in it when it left); rmdir fails on any still in use."""
+    for name in os.listdir(mount):
+        pid = name[len(HOLDER_PREFIX):]
+        if name.startswith(HOLDER_PREFIX) and pid.isdigit() \
+                and not os.path.exists("/proc/%s" % pid):
+            _remove_tree(os.path.join(mount, name))
 
 
 def _enter_own_cgroup() -> None:
     global _own, _came_from
-    mount = unified_mount()
+    mount = cgroup.unified_mount()
     if mount is None or not os.access(mount, os.W_OK):
         return
-    own = os.path.join(mount, "vmsnapshot-holder-%d" % os.getpid())
+    own = os.path.join(mount, HOLDER_PREFIX + str(os.getpid()))
     try:
-        _came_from = _current(mount)
+        _sweep(mount)
+        _came_from = os.path.join(mount, cgroup.own_cgroup().lstrip("/"))
         os.mkdir(own, 0o755)
         _own = own
         _move_self(own)
@@ -134,10 +143,12 @@ def _enter_own_cgroup() -> None:
 
 def _leave_own_cgroup() -> None:
     """Move back (to the root if the caller's cgroup is gone) and remove
-    ours; a guardian still in it (a stuck FIFREEZE) keeps it, harmlessly."""
+    ours, once the guardian has left it too (it exits right after the
+    holder's clean end); if it stays (a stuck FIFREEZE), the next holder
+    sweeps it."""
     if _own is None:
         return
-    mount = unified_mount() or "/"
+    mount = cgroup.unified_mount() or "/"
     for target in (_came_from, mount):
         if target and os.path.isdir(target):
             try:
@@ -145,7 +156,6 @@ def _leave_own_cgroup() -> None:
                 break
             except OSError:
                 continue
-    try:
-        os.rmdir(_own)
-    except OSError:
-        pass
+    deadline = time.monotonic() + 2.0
+    while not _remove_tree(_own) and time.monotonic() < deadline:
+        time.sleep(0.05)
