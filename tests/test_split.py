@@ -170,6 +170,10 @@ def test_killed_holder_is_thawed_by_its_guardian(split: Split) -> None:
     assert report["consistency"] == "crash"
     assert "RunInterrupted" in names(report)
     assert split.order() == ["pre", "post"], "post-scripts still run"
+    mount = _cgroup2()
+    if mount is not None:
+        assert not os.path.exists(os.path.join(
+            mount, "vmsnapshot-holder-%d" % pid)), "its cgroup was left"
 
 
 def test_policy_refusal_leaves_nothing_frozen(split: Split, tmp_path) -> None:

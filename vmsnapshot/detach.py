@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from vmsnapshot import cgroup
 
@@ -48,9 +48,11 @@ def holder_argv(args_json: str, notify_path: str, unit: str) -> List[str]:
     return argv
 
 
-def start_holder(args_json: str, notify_path: str, unit: str) -> None:
-    """Start the holder; returns at once in the caller. In the forked
-    child (no systemd) this never returns: it runs the holder and exits."""
+def start_holder(args_json: str, notify_path: str, unit: str,
+                 hold_here: Callable[[], int]) -> None:
+    """Start the holder; returns at once in the caller. Where systemd runs,
+    a transient unit runs `vmsnapshot __holder`; elsewhere a forked child
+    daemonizes, runs hold_here() and exits with its status."""
     if systemd_running() and shutil.which(SYSTEMD_RUN):
         subprocess.run(holder_argv(args_json, notify_path, unit), check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -60,8 +62,7 @@ def start_holder(args_json: str, notify_path: str, unit: str) -> None:
     status = 70
     try:
         _become_daemon()
-        from vmsnapshot.holder import HolderArgs, hold
-        status = hold(HolderArgs.loads(args_json), notify_path)
+        status = hold_here()
     finally:
         _leave_own_cgroup()
         os._exit(status)
@@ -115,13 +116,30 @@ def _remove_tree(path: str) -> bool:
     return ok
 
 
+def running(pid: int) -> bool:
+    """Running, not a zombie waiting for an init that does not reap (a
+    holder's parent, `pre`, is gone by then)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def sweep_dead_holders() -> None:
+    """For `post` after a killed holder: its cgroup goes too."""
+    mount = cgroup.unified_mount()
+    if mount is not None and os.access(mount, os.W_OK):
+        _sweep(mount)
+
+
 def _sweep(mount: str) -> None:
     """Remove holder cgroups whose holder is gone (killed, or its guardian
     was still in it when it left); rmdir fails on any still in use."""
     for name in os.listdir(mount):
         pid = name[len(HOLDER_PREFIX):]
         if name.startswith(HOLDER_PREFIX) and pid.isdigit() \
-                and not os.path.exists("/proc/%s" % pid):
+                and not running(int(pid)):
             _remove_tree(os.path.join(mount, name))
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from vmsnapshot import policy, runstate
+from vmsnapshot import detach, policy, runstate
 from vmsnapshot.cycle import (FreezeStep, RunOptions, load_run_config,
                               plan_mounts, post_phase, pre_phase)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
@@ -268,19 +268,10 @@ def died_holder() -> Optional[Tuple[int, HolderArgs]]:
         pid, args = int(marker["pid"]), HolderArgs.loads(marker["args"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if _alive(pid):
+    if detach.running(pid):
         return None                     # alive (busy in its pre phase)
     _forget(MARKER_NAME)
     return pid, args
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting for an init that does not reap."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def finish_for_dead_holder(pid: int, args: HolderArgs) -> Report:

@@ -41,7 +41,8 @@ def pre_command(config_path: Optional[str], mounts: Sequence[str],
         listener.bind(notify_path)
         listener.listen(1)
         detach.start_holder(args.dumps(), notify_path,
-                            "vmsnapshot-holder-%s" % token)
+                            "vmsnapshot-holder-%s" % token,
+                            lambda: holder.hold(args, notify_path))
         listener.settimeout(START_TIMEOUT_S)
         try:
             conn, _ = listener.accept()
@@ -77,6 +78,7 @@ def _died(dead: Optional[Tuple[int, holder.HolderArgs]]
     print("vmsnapshot post: the holder died before this post; running the "
           "post-scripts", file=sys.stderr)
     report = holder.finish_for_dead_holder(*dead)
+    detach.sweep_dead_holders()
     from vmsnapshot.results import publish
     publish(report.to_json())
     return {"report": report.to_json(), "summary": report.summary()}
