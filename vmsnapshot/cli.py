@@ -12,7 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from vmsnapshot import __version__
+from vmsnapshot import __version__, policy
 
 if TYPE_CHECKING:
     from vmsnapshot.config import FreezeSettings
@@ -22,7 +22,8 @@ log = logging.getLogger("vmsnapshot")
 EXIT_INTERNAL = os.EX_SOFTWARE   # 70: a bug, not a failed snapshot
 
 
-LEVELS = ("application", "filesystem", "crash", "failed")
+# best first; the one spelling of the levels is vmsnapshot.policy
+LEVELS = tuple(reversed(policy.LEVELS))
 
 _EPILOG = """\
 configuration: every file found of

@@ -11,8 +11,6 @@ from vmsnapshot.errors import ErrorRecord
 from vmsnapshot.errtext import error_lines
 from vmsnapshot.runmeta import RunMeta
 
-LEVELS = ("application", "filesystem", "crash", "failed")
-
 
 @dataclass(frozen=True)
 class MountReport:
