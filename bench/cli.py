@@ -160,8 +160,8 @@ def _preflight(plan: Plan) -> Optional[str]:
         return "missing tools: %s" % ", ".join(missing)
     if any(m in NEEDS_FREEZER for m in plan.methods):
         try:
-            from vmsnapshot import freezer
-            freezer.load()
+            from vmsnapshot.freeze import native as freeze_core
+            freeze_core.load()
         except Exception as e:  # ImportError or FreezeModuleMissing
             return ("vmsnapshot's freeze core is not usable (%s): build it "
                     "with `make build`, or choose --methods without "

@@ -92,12 +92,13 @@ def _vmsnapshot(ctx: Context, paths: Sequence[str],
     before the pre-scripts, None when none is configured; LATE right
     before the freeze; each "auto", "true" or "false"), the stand-in pre
     phase between them, and FreezeRun.freeze/thaw."""
-    from vmsnapshot import freezer, presync
+    from vmsnapshot.freeze import native
+    from vmsnapshot.freeze import presync
 
     fds = _open_all(paths)
     items = list(zip(paths, fds))
     devs = [_dev(fd) for fd in fds]
-    run = freezer.FreezeRun(fds, [0] * len(fds), list(paths), ctx.timeout_s,
+    run = native.FreezeRun(fds, [0] * len(fds), list(paths), ctx.timeout_s,
                             max_threads=ctx.max_threads)
     try:
         t0 = time.monotonic_ns()

@@ -49,7 +49,7 @@ def _leaked_under(base: str) -> List[str]:
     from tests.helpers.loopfs import is_frozen
     real = os.path.realpath(base)
     leaks = []
-    from vmsnapshot.mountinfo import read_mountinfo
+    from vmsnapshot.mounts.mountinfo import read_mountinfo
     for m in read_mountinfo():
         point = m.mount_point
         if point == real or point.startswith(real + "/"):

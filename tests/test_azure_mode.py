@@ -173,7 +173,7 @@ def test_timeout_option_bounds(root, env) -> None:
 
 
 def test_is_wrapper_config(monkeypatch) -> None:
-    from vmsnapshot import azuremode
+    from vmsnapshot.config import azuremode
     monkeypatch.delenv("VMSNAPSHOT_ADAPTERS", raising=False)
     pre, post = azuremode.wrapper_paths()
     assert pre == "/usr/share/vmsnapshot/adapters/azure/pre-script.sh"

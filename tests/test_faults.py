@@ -157,10 +157,11 @@ def test_two_concurrent_runs(loopfs_factory, tmp_path, no_config):
 
 
 def test_mount_unmounted_between_discovery_and_open(loopfs_factory):
-    from vmsnapshot import mountinfo, mounts
-    from vmsnapshot.freezing import close_targets, open_targets
+    from vmsnapshot.mounts import mountinfo
+    from vmsnapshot.mounts import plan
+    from vmsnapshot.freeze.session import close_targets, open_targets
     a = loopfs_factory("ext4")
-    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=[str(a)])
+    decisions = plan.plan(mountinfo.read_mountinfo(), selected=[str(a)])
     run("umount", str(a))
     targets, failed, errors = open_targets(decisions)
     close_targets(targets)

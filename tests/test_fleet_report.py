@@ -108,5 +108,5 @@ def test_unknown_required_level_is_refused() -> None:
 
 
 def test_levels_agree_with_the_package() -> None:
-    from vmsnapshot import policy
+    from vmsnapshot.cycle import policy
     assert gr.LEVELS == policy.LEVELS

@@ -9,8 +9,11 @@ import pytest
 
 from tests.helpers.cli import run_json
 from tests.helpers.loopfs import is_frozen, run
-from vmsnapshot import freezer, mountinfo, mounts, runstate
-from vmsnapshot.freezing import FreezeSession, close_targets, open_targets
+from vmsnapshot.freeze import native
+from vmsnapshot.mounts import mountinfo
+from vmsnapshot.mounts import plan
+from vmsnapshot.freeze import state
+from vmsnapshot.freeze.session import FreezeSession, close_targets, open_targets
 
 
 def names(report):
@@ -54,7 +57,7 @@ def test_undisturbed_freeze_reports_no_foreign_thaw(loopfs_factory,
 
 
 def _targets(*paths):
-    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=list(paths))
+    decisions = plan.plan(mountinfo.read_mountinfo(), selected=list(paths))
     targets, _, errors = open_targets(decisions)
     assert not errors and len(targets) == len(paths)
     return targets
@@ -70,13 +73,13 @@ def test_exception_after_the_state_file_leaves_no_stale_state(loopfs_factory):
             session = FreezeSession(targets, 30)
             try:
                 session.freeze()
-                assert os.path.exists(runstate.state_path())
+                assert os.path.exists(state.state_path())
                 raise RuntimeError("injected between freeze and thaw")
             finally:
                 session.close()
     finally:
         close_targets(targets)
-    assert not os.path.exists(runstate.state_path())
+    assert not os.path.exists(state.state_path())
     assert not is_frozen(str(a))
 
 
@@ -86,8 +89,8 @@ def test_state_file_records_mount_identity(loopfs_factory):
     session = FreezeSession(targets, 30)
     try:
         session.freeze()
-        [entry] = runstate.read_state()
-        assert os.stat(runstate.state_path()).st_mode & 0o777 == 0o600
+        [entry] = state.read_state()
+        assert os.stat(state.state_path()).st_mode & 0o777 == 0o600
     finally:
         session.close()
         close_targets(targets)
@@ -111,7 +114,7 @@ def test_more_mounts_than_the_worker_cap(loopfs_factory, no_config):
     """N_LOOP real filesystems (many times the 16-thread cap) through one
     run: every one frozen, with its guardian records and its probe, then
     thawed."""
-    assert N_LOOP > freezer.load().lib.VMS_DEFAULT_THREADS * 2
+    assert N_LOOP > native.load().lib.VMS_DEFAULT_THREADS * 2
     fss = [loopfs_factory("ext4", name="m%02d" % i, size_mb=8)
            for i in range(N_LOOP)]
     args = []

@@ -15,20 +15,20 @@ import pytest
 
 from tests.helpers.cli import ROOT
 from tests.helpers.loopfs import LoopFS, is_frozen, run
-from vmsnapshot import freezer
-from vmsnapshot.guardian import Guardian
+from vmsnapshot.freeze import native
+from vmsnapshot.freeze.guardian import Guardian
 
 # A supervisor in miniature: guardian + FreezeRun, then sleeps frozen.
 SUPERVISOR = r"""
 import json, os, sys, time
 sys.path.insert(0, %r)
-from vmsnapshot import freezer
-from vmsnapshot.guardian import Guardian
+from vmsnapshot.freeze import native
+from vmsnapshot.freeze.guardian import Guardian
 timeout, waves = float(sys.argv[1]), [int(w) for w in sys.argv[2].split(",")]
 paths = sys.argv[3:]
 fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in paths]
 g = Guardian.start(fds, waves, grace_s=0.5)
-r = freezer.FreezeRun(fds, waves, paths, timeout, notify_fd=g.notify_fd)
+r = native.FreezeRun(fds, waves, paths, timeout, notify_fd=g.notify_fd)
 print(json.dumps({"guardian": g.pid}), flush=True)
 r.freeze()
 print(json.dumps({"states": [o.state for o in r.outcomes()]}), flush=True)
@@ -194,10 +194,10 @@ def frozen_run(loopfs_factory) -> Iterator:
     fds = [os.open(x.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
            for x in (a, b)]
     g: Optional[Guardian] = None
-    r: Optional[freezer.FreezeRun] = None
+    r: Optional[native.FreezeRun] = None
     try:
         g = Guardian.start(fds, [0, 1])
-        r = freezer.FreezeRun(fds, [0, 1], [a.mountpoint, b.mountpoint], 60,
+        r = native.FreezeRun(fds, [0, 1], [a.mountpoint, b.mountpoint], 60,
                               notify_fd=g.notify_fd)
         r.freeze()
         yield g, r, (a, b)
@@ -257,7 +257,7 @@ def test_no_fd_or_process_leak(loopfs_factory):
         before = len(os.listdir("/proc/self/fd"))
         for _ in range(3):
             g = Guardian.start([fd], [0])
-            with freezer.FreezeRun([fd], [0], [a.mountpoint], 30,
+            with native.FreezeRun([fd], [0], [a.mountpoint], 30,
                                    notify_fd=g.notify_fd) as r:
                 r.freeze()
             assert g.stop(r).clean
@@ -294,7 +294,7 @@ def test_unconfirmed_freeze_is_thawed_only_if_it_was_not_frozen_before(
                  + NOTE.pack(NOTE_MAGIC, NOTE_INTENT, 1, 1))
         os.close(g.notify_fd)                  # the supervisor is gone
         _, status = os.waitpid(g.pid, 0)
-        assert os.WEXITSTATUS(status) == freezer.load().lib.VMS_GUARDIAN_EOF
+        assert os.WEXITSTATUS(status) == native.load().lib.VMS_GUARDIAN_EOF
         assert is_frozen(a.mountpoint), "the guardian thawed a foreign freeze"
         assert not is_frozen(b.mountpoint)
     finally:

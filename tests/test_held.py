@@ -14,7 +14,7 @@ from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
                                    no_leaks, pid_gone, read_int, scripts,
                                    wait_for_file, wait_gone)
 from vmsnapshot.config.model import Plugin
-from vmsnapshot.held import start_held
+from vmsnapshot.scripts.held import start_held
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -168,8 +168,8 @@ SUPERVISOR = """
 import sys, time
 sys.path.insert(0, %(root)r)
 from vmsnapshot.config.model import Plugin
-from vmsnapshot.held import start_held
-from vmsnapshot.spawn import start_process
+from vmsnapshot.scripts.held import start_held
+from vmsnapshot.scripts.spawn import start_process
 hook = start_held(Plugin("h", (%(path)r,), None, hold=True, timeout=10))
 assert hook.wait_ready() is None
 # Started after the hook, like the snapshot command: it must not hold the
@@ -203,7 +203,7 @@ def test_killed_supervisor_releases_the_hook(scripts: Scripts, no_leaks):
         if other:
             os.kill(other, signal.SIGKILL)
     # The killed supervisor's empty script cgroup is swept by the next run.
-    from vmsnapshot import cgroup
+    from vmsnapshot.scripts import cgroup
     where = cgroup.parent()
     if where is not None:
         assert not [n for n in os.listdir(where)

@@ -19,7 +19,7 @@ from tests.helpers.cli import ROOT, vmsnapshot_cmd
 from tests.helpers.hungdev import (HungDevice, hung_device,  # noqa: F401
                                    process_gone, writer_completes)
 from tests.helpers.loopfs import is_frozen
-from vmsnapshot import freezer
+from vmsnapshot.freeze import native
 
 
 def start_run(hd: HungDevice, no_config: str, status: str,
@@ -155,7 +155,7 @@ def test_freeze_should_stop_aborts_a_stuck_freeze(hung_device):
     hd = hung_device
     hd.hang()
     fd = os.open(hd.upper.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-    run = freezer.FreezeRun([fd], [0], [hd.upper.mountpoint], 60)
+    run = native.FreezeRun([fd], [0], [hd.upper.mountpoint], 60)
     try:
         t0 = time.monotonic()
         assert run.freeze(lambda: time.monotonic() - t0 > 0.5) is True

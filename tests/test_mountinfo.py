@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import skip_or_fail
-from vmsnapshot.mountinfo import (MountInfo, hidden_mounts, parse_line,
+from vmsnapshot.mounts.mountinfo import (MountInfo, hidden_mounts, parse_line,
                                   parse_mountinfo, read_mountinfo)
 
 EXAMPLE = ("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root "
@@ -165,7 +165,7 @@ def test_odd_but_valid_entries() -> None:
 ])
 def test_malformed_lines_skipped_with_warning(bad: str, caplog) -> None:
     good = "2 1 8:2 / /data rw - xfs /dev/sda2 rw"
-    with caplog.at_level(logging.WARNING, logger="vmsnapshot.mountinfo"):
+    with caplog.at_level(logging.WARNING, logger="vmsnapshot.mounts.mountinfo"):
         mounts = parse_mountinfo("\n".join([good, bad, "", good]) + "\n")
     assert [m.mount_point for m in mounts] == ["/data", "/data"]
     [record] = caplog.records

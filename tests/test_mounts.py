@@ -17,8 +17,8 @@ from tests.helpers.cli import run_vmsnapshot
 from tests.test_mountinfo import Mounter, mounter  # noqa: F401 (fixture)
 from vmsnapshot.commands.mounts import mounts_command
 from vmsnapshot.errors import Catalogue, FreezeError
-from vmsnapshot.mountinfo import parse_mountinfo, read_mountinfo
-from vmsnapshot.mounts import (SKIPPED_FSTYPES, MountDecision, format_table,
+from vmsnapshot.mounts.mountinfo import parse_mountinfo, read_mountinfo
+from vmsnapshot.mounts.plan import (SKIPPED_FSTYPES, MountDecision, format_table,
                                plan, to_json)
 
 

@@ -1,4 +1,4 @@
-"""The one place that judges a run (vmsnapshot.outcome): a property test
+"""The one place that judges a run (vmsnapshot.cycle.outcome): a property test
 over every combination of script, freeze, release and snapshot outcomes
 against the rules of design.md ("Consistency levels"), and a run cut short
 by an exception, which must keep its report and leave nothing behind."""
@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from tests.helpers.configfiles import write_file, write_script
 from tests.helpers.loopfs import is_frozen
 from tests.helpers.scripts import make_dir
-from vmsnapshot import policy, runstate
+from vmsnapshot.cycle import policy
+from vmsnapshot.freeze import state
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin
 from vmsnapshot.errors import Catalogue, ErrorRecord
-from vmsnapshot.outcome import FreezeOutcome, Outcomes, judge
-from vmsnapshot.report import FreezeReport, MountReport, SnapshotReport
-from vmsnapshot.scripts import ScriptResult
+from vmsnapshot.cycle.outcome import FreezeOutcome, Outcomes, judge
+from vmsnapshot.cycle.report import FreezeReport, MountReport, SnapshotReport
+from vmsnapshot.scripts.oneshot import ScriptResult
 
 RANK = {lvl: i for i, lvl in enumerate(policy.LEVELS)}
 FAIL = ErrorRecord(Catalogue.PRE_SCRIPT_EXECUTION_FAILED, "exit 1")
@@ -90,7 +91,7 @@ def outcomes(draw) -> Outcomes:
 
 def bound(o: Outcomes) -> str:
     """The highest level design.md allows, written from the raw outcomes
-    independently of vmsnapshot.outcome."""
+    independently of vmsnapshot.cycle.outcome."""
     f = o.freeze
     if (not o.proceeded or o.snapshot is None
             or (f is not None and f.stopped_early)):
@@ -159,16 +160,16 @@ def plugin_config(tmp_path) -> str:
 
 def test_exception_while_frozen_keeps_the_report_and_no_state(
         loopfs_factory, plugin_config, tmp_path, monkeypatch) -> None:
-    from vmsnapshot import cycle
+    from vmsnapshot.cycle import whole
     a = loopfs_factory("ext4")
     seen: List[Optional[list]] = []
 
     def broken_snapshot(argv, window, trap):
-        seen.append(runstate.read_state())
+        seen.append(state.read_state())
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(cycle, "run_snapshot", broken_snapshot)
-    report = cycle.run_cycle(cycle.RunOptions(
+    monkeypatch.setattr(whole, "run_snapshot", broken_snapshot)
+    report = whole.run_cycle(whole.RunOptions(
         plugin_config, (str(a),), (), None, ("true",)))
     assert seen and seen[0], "the state file existed while frozen"
     assert report.internal_error == "RuntimeError: injected"
@@ -177,9 +178,9 @@ def test_exception_while_frozen_keeps_the_report_and_no_state(
         ("app", "pre", 0), ("app", "post", 0)]
     assert (tmp_path / "post.out").read_text() == "post\n"
     assert not is_frozen(str(a))
-    assert runstate.read_state() is None, "stale state file left"
+    assert state.read_state() is None, "stale state file left"
     monkeypatch.undo()
-    again = cycle.run_cycle(cycle.RunOptions(plugin_config, (str(a),)))
+    again = whole.run_cycle(whole.RunOptions(plugin_config, (str(a),)))
     assert again.consistency == policy.APPLICATION, again.errors
 
 

@@ -3,8 +3,8 @@ import itertools
 
 import pytest
 
-from vmsnapshot import policy
-from vmsnapshot.policy import FreezeOutcome, PreOutcome
+from vmsnapshot.cycle import policy
+from vmsnapshot.cycle.policy import FreezeOutcome, PreOutcome
 
 
 def pre(configured=True, ok=True, config_ok=True, cont=True, freeze=True):

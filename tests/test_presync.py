@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.cli import ROOT, run_json, run_vmsnapshot, vmsnapshot_cmd
 from tests.helpers.loopfs import is_frozen, run
-from vmsnapshot import presync
+from vmsnapshot.freeze import presync
 
 MIB = 1 << 20
 

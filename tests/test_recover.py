@@ -12,21 +12,22 @@ import pytest
 
 from tests.helpers.cli import run_vmsnapshot
 from tests.helpers.loopfs import MKFS, LoopFS, is_frozen, run
-from vmsnapshot import mountinfo, runstate
+from vmsnapshot.mounts import mountinfo
+from vmsnapshot.freeze import state
 from vmsnapshot.commands import thaw
-from vmsnapshot.mountfd import open_mount
+from vmsnapshot.freeze.mountfd import open_mount
 
 
 def info_of(path: str) -> mountinfo.MountInfo:
     return [m for m in mountinfo.read_mountinfo() if m.mount_point == path][-1]
 
 
-def entry_of(lfs: LoopFS) -> runstate.FrozenEntry:
+def entry_of(lfs: LoopFS) -> state.FrozenEntry:
     """The state entry a run freezing lfs writes."""
     info = info_of(lfs.mountpoint)
     fd = open_mount(lfs.mountpoint, info.mount_id)
     try:
-        return runstate.entry_for(lfs.mountpoint, fd, info)
+        return state.entry_for(lfs.mountpoint, fd, info)
     finally:
         os.close(fd)
 
@@ -42,7 +43,7 @@ def test_reused_device_number_is_not_thawed(loopfs_factory, fstype):
     away and another filesystem now lives on the same device, at the same
     path, frozen by someone else: recover must leave it frozen."""
     a = loopfs_factory(fstype)
-    runstate.write_state([entry_of(a)], 1)
+    state.write_state([entry_of(a)], 1)
     run("umount", a.mountpoint)
     run(*MKFS[fstype], a.device)
     run("mount", "-t", fstype, a.device, a.mountpoint)
@@ -56,14 +57,14 @@ def test_reused_device_number_is_not_thawed(loopfs_factory, fstype):
         assert [r["action"] for r in results] in (["none"], ["skipped"]), \
             results
         assert rc == 0
-        assert runstate.read_state() is None
+        assert state.read_state() is None
     finally:
         run("fsfreeze", "-u", a.mountpoint, check=False)
 
 
 def test_over_mounted_path_never_receives_the_fithaw(loopfs_factory):
     a, b = loopfs_factory("ext4"), loopfs_factory("ext4")
-    runstate.write_state([entry_of(a)], 1)
+    state.write_state([entry_of(a)], 1)
     run("fsfreeze", "-f", a.mountpoint)        # left by the killed run
     run("mount", "--bind", b.mountpoint, a.mountpoint)
     try:
@@ -74,7 +75,7 @@ def test_over_mounted_path_never_receives_the_fithaw(loopfs_factory):
         assert "over-mounted" in results[0]["detail"]
         assert rc == 1
         # Still frozen and unreachable: the record stays for a retry.
-        assert [e.path for e in runstate.read_state()] == [a.mountpoint]
+        assert [e.path for e in state.read_state()] == [a.mountpoint]
     finally:
         run("fsfreeze", "-u", b.mountpoint, check=False)
         run("umount", a.mountpoint, check=False)
@@ -82,29 +83,29 @@ def test_over_mounted_path_never_receives_the_fithaw(loopfs_factory):
     rc, results = recover_json()
     assert [r["action"] for r in results] == ["thawed"], results
     assert rc == 0 and not is_frozen(a.mountpoint)
-    assert runstate.read_state() is None
+    assert state.read_state() is None
 
 
 def test_not_frozen_clears_the_record(loopfs_factory):
     a = loopfs_factory("btrfs")
-    runstate.write_state([entry_of(a)], 1)
+    state.write_state([entry_of(a)], 1)
     rc, results = recover_json()
     assert [(r["action"], r["detail"]) for r in results] == \
         [("none", "was not frozen")]
     assert rc == 0
-    assert runstate.read_state() is None
+    assert state.read_state() is None
 
 
 def test_frozen_entry_is_thawed(loopfs_factory):
     a = loopfs_factory("xfs")
-    runstate.write_state([entry_of(a)], 1)
+    state.write_state([entry_of(a)], 1)
     run("fsfreeze", "-f", a.mountpoint)
     try:
         rc, results = recover_json()
     finally:
         run("fsfreeze", "-u", a.mountpoint, check=False)
     assert [r["action"] for r in results] == ["thawed"]
-    assert rc == 0 and runstate.read_state() is None
+    assert rc == 0 and state.read_state() is None
 
 
 def test_a_failed_fithaw_keeps_only_its_entry(loopfs_factory):
@@ -112,7 +113,7 @@ def test_a_failed_fithaw_keeps_only_its_entry(loopfs_factory):
     test filesystem: the decision is tested with an injected thaw."""
     a, b = loopfs_factory("ext4"), loopfs_factory("ext4")
     entries = [entry_of(a), entry_of(b)]
-    runstate.write_state(entries, 1)
+    state.write_state(entries, 1)
     result = {a.mountpoint: errno.EIO, b.mountpoint: errno.EINVAL}
 
     def fake_thaw(fd: int) -> int:
@@ -121,7 +122,7 @@ def test_a_failed_fithaw_keeps_only_its_entry(loopfs_factory):
     results = thaw.recover(entries, thaw_fd=fake_thaw)
     assert [r.action for r in results] == ["failed", "none"]
     assert "Input/output error" in results[0].detail
-    assert [e.path for e in runstate.read_state()] == [a.mountpoint]
+    assert [e.path for e in state.read_state()] == [a.mountpoint]
 
 
 def test_thaw_decision():

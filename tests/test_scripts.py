@@ -11,8 +11,8 @@ import pytest
 from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
                                    no_leaks, read_int, scripts, wait_gone)
 from vmsnapshot.config.model import Plugin
-from vmsnapshot.scripts import ScriptResult, run_phase, run_script
-from vmsnapshot.spawn import ROOT_HOME
+from vmsnapshot.scripts.oneshot import ScriptResult, run_phase, run_script
+from vmsnapshot.scripts.spawn import ROOT_HOME
 
 DESIGN_KEYS = {"plugin", "phase", "path", "attempts", "returncode",
                "timed_out", "duration_ms"}
@@ -310,7 +310,7 @@ def test_bad_post_script_stops_the_pre_script(scripts: Scripts, problem, name,
 
 
 def test_bad_post_script_stops_a_held_pre_script(scripts: Scripts, no_leaks):
-    from vmsnapshot.held import start_held
+    from vmsnapshot.scripts.held import start_held
     marker = scripts.file("pre-ran")
     plugin = scripts.plugin("heldhalf", pre="touch %s\necho READY\ncat\n"
                             % marker, post="exit 0\n", hold=True)
@@ -383,7 +383,7 @@ def _daemon_pid(path: str) -> int:
 
 def _needs_cgroups() -> str:
     from tests.conftest import skip_or_fail
-    from vmsnapshot import cgroup
+    from vmsnapshot.scripts import cgroup
     where = cgroup.parent()
     if where is None:
         skip_or_fail("no writable cgroup2 hierarchy with cgroup.kill")
@@ -419,8 +419,8 @@ def test_process_group_fallback_without_cgroups(scripts: Scripts,
     # Forced fallback (no cgroup v2): the group kill still ends the script
     # at its timeout; a daemonized child escapes it, which is why cgroups
     # are used where they exist.
-    from vmsnapshot import cgroup
-    from vmsnapshot.spawn import start_process
+    from vmsnapshot.scripts import cgroup
+    from vmsnapshot.scripts.spawn import start_process
     monkeypatch.setenv(cgroup.ENV_SWITCH, "0")
     assert cgroup.parent() is None
     handle = start_process(["/bin/true"], cgroup=True)

@@ -14,8 +14,8 @@ import pytest
 from tests.helpers.scripts import (Scripts, no_leaks, pid_gone,  # noqa: F401
                                    read_int, scripts, wait_for_file,
                                    wait_gone)
-from vmsnapshot import spawn
-from vmsnapshot.spawn import PIPE, clean_env, run_process, start_process
+from vmsnapshot.scripts import spawn
+from vmsnapshot.scripts.spawn import PIPE, clean_env, run_process, start_process
 
 
 def sh(code: str, **kw) -> spawn.ProcessResult:

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import skip_or_fail
 from tests.test_mountinfo import Mounter, mounter  # noqa: F401 (fixture)
-from vmsnapshot import waves as waves_mod
-from vmsnapshot.mountinfo import MountInfo, parse_mountinfo, read_mountinfo
-from vmsnapshot.mounts import plan
-from vmsnapshot.waves import (assign_waves, backing_files, dependencies,
+from vmsnapshot.mounts import waves as waves_mod
+from vmsnapshot.mounts.mountinfo import MountInfo, parse_mountinfo, read_mountinfo
+from vmsnapshot.mounts.plan import plan
+from vmsnapshot.mounts.waves import (assign_waves, backing_files, dependencies,
                               waves_from_dependencies)
 
 
@@ -181,7 +181,7 @@ def test_cycle_is_broken_with_a_warning(tmp_path, caplog) -> None:
     mounts = parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
                              "2 1 7:0 / /a rw - ext4 /dev/loop0 rw\n"
                              "3 1 7:1 / /b rw - ext4 /dev/loop1 rw\n")
-    with caplog.at_level(logging.WARNING, logger="vmsnapshot.waves"):
+    with caplog.at_level(logging.WARNING, logger="vmsnapshot.mounts.waves"):
         got = waves_of(mounts, sysfs, ("/b", "/a"))
     assert got == {"/a": 0, "/b": 1}
     [record] = caplog.records
@@ -195,7 +195,7 @@ def test_image_inside_itself_is_ignored(tmp_path, caplog) -> None:
         "block/loop0/loop/backing_file": "/a/self.img\n"})
     mounts = parse_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
                              "2 1 7:0 / /a rw - ext4 /dev/loop0 rw\n")
-    with caplog.at_level(logging.WARNING, logger="vmsnapshot.waves"):
+    with caplog.at_level(logging.WARNING, logger="vmsnapshot.mounts.waves"):
         assert waves_of(mounts, sysfs, ("/", "/a")) == {"/": 1, "/a": 0}
     assert "lives on an image inside itself" in caplog.text
 

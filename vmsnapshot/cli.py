@@ -12,7 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from vmsnapshot import __version__, policy
+from vmsnapshot import __version__
+from vmsnapshot.cycle import policy
 
 if TYPE_CHECKING:
     from vmsnapshot.config import FreezeSettings
@@ -22,7 +23,7 @@ log = logging.getLogger("vmsnapshot")
 EXIT_INTERNAL = os.EX_SOFTWARE   # 70: a bug, not a failed snapshot
 
 
-# best first; the one spelling of the levels is vmsnapshot.policy
+# best first; the one spelling of the levels is vmsnapshot.cycle.policy
 LEVELS = tuple(reversed(policy.LEVELS))
 
 _EPILOG = """\
@@ -319,7 +320,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return post_command(args.failed, args.require, args.json,
                             args.status_file)
     if args.command == "__holder":     # started by `pre` through systemd-run
-        from vmsnapshot.holder import HolderArgs, hold
+        from vmsnapshot.cycle.holder import HolderArgs, hold
         return hold(HolderArgs.loads(args.args), args.notify)
     if args.command == "hook":
         from vmsnapshot.commands.hook import hook_command

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from vmsnapshot import policy
+from vmsnapshot.cycle import policy
 
 OK = 0
 NOT_CONSISTENT = 1   # below --require, snapshot failed, a post step failed

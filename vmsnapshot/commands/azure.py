@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from vmsnapshot.azuremode import (
+from vmsnapshot.config.azuremode import (
     AZURE_JSON, PLUGIN_NAME, is_wrapper_config, wrapper_paths)
 from vmsnapshot.config import azure_json
 from vmsnapshot.config.model import Plugin

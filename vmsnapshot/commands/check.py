@@ -12,7 +12,11 @@ import fnmatch
 import shlex
 from typing import List, Optional, Tuple
 
-from vmsnapshot import freezer, mountinfo, mounts, policy, trust
+from vmsnapshot import trust
+from vmsnapshot.freeze import native
+from vmsnapshot.mounts import mountinfo
+from vmsnapshot.mounts import plan
+from vmsnapshot.cycle import policy
 from vmsnapshot.config import merge
 from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
@@ -96,7 +100,7 @@ def _check_scripts(config: Config, problems: List[ErrorRecord],
 def _check_freeze_module(problems: List[ErrorRecord], out: List[str]
                          ) -> bool:
     try:
-        freezer.load()
+        native.load()
     except VmsnapshotError as e:
         problems.append(e.record())
         out.append("freeze module: %s" % e.entry.error_name)
@@ -114,7 +118,7 @@ def _check_mount_plan(config: Config, problems: List[ErrorRecord],
         return True
     settings = config.freeze
     infos = mountinfo.read_mountinfo()
-    decisions = mounts.plan(infos, include=settings.include,
+    decisions = plan.plan(infos, include=settings.include,
                             exclude=settings.exclude)
     for glob in settings.include:
         if not any(fnmatch.fnmatchcase(m.mount_point, glob) for m in infos):
@@ -125,7 +129,7 @@ def _check_mount_plan(config: Config, problems: List[ErrorRecord],
     chosen = [d for d in decisions if d.freeze]
     for d in chosen:
         out.append("mount plan: freeze %s (%s, wave %s)" % (
-            mounts.printable(d.path), d.info.fstype, d.wave))
+            plan.printable(d.path), d.info.fstype, d.wave))
     if not chosen:
         out.append("mount plan: nothing would be frozen")
         if not any(r.entry is Catalogue.NOTHING_FROZEN for r in problems):

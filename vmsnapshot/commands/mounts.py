@@ -7,8 +7,8 @@ import sys
 from typing import Sequence
 
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.mountinfo import fstype_kind, read_mountinfo
-from vmsnapshot.mounts import format_table, plan, to_json
+from vmsnapshot.mounts.mountinfo import fstype_kind, read_mountinfo
+from vmsnapshot.mounts.plan import format_table, plan, to_json
 
 EXIT_OK = 0
 EXIT_USAGE = 2

@@ -5,11 +5,12 @@ import json
 import logging
 from typing import Any, Dict, Optional, Sequence
 
-from vmsnapshot import exitstatus, policy
-from vmsnapshot.cycle import RunOptions, run_cycle
+from vmsnapshot import exitstatus
+from vmsnapshot.cycle import policy
+from vmsnapshot.cycle.whole import RunOptions, run_cycle
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.errtext import error_lines
-from vmsnapshot.report import Report, write_status_file
+from vmsnapshot.cycle.report import Report, write_status_file
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 agents that take the snapshot themselves between two calls (VMware Tools,
 Google's and AWS's agents, Veeam, Azure's extension, qemu-ga's hook).
 
-`pre` starts the holder (vmsnapshot.holder) and returns once it says
+`pre` starts the holder (vmsnapshot.cycle.holder) and returns once it says
 whether the snapshot may be taken: 0 yes, 3 no (everything already
 undone). `post` asks the holder to thaw, release and run the post phase,
 and prints its report; exit status as for `run`.
@@ -17,10 +17,13 @@ import socket
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from vmsnapshot import detach, exitstatus, holder, policy
+from vmsnapshot import exitstatus
+from vmsnapshot.cycle import detach
+from vmsnapshot.cycle import holder
+from vmsnapshot.cycle import policy
 from vmsnapshot.commands.run import deliver_json
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.runlock import run_dir
+from vmsnapshot.cycle.lock import run_dir
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,12 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from vmsnapshot import freezer, mountinfo, runstate
+from vmsnapshot.freeze import native
+from vmsnapshot.mounts import mountinfo
+from vmsnapshot.freeze import state
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.mountfd import MountChanged, open_mount
-from vmsnapshot.runlock import RunLock
+from vmsnapshot.freeze.mountfd import MountChanged, open_mount
+from vmsnapshot.cycle.lock import RunLock
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -63,9 +65,9 @@ def thaw_decision(err: int) -> str:
     return "failed"
 
 
-def recover_one(entry: runstate.FrozenEntry,
+def recover_one(entry: state.FrozenEntry,
                 mounts: Sequence[mountinfo.MountInfo],
-                thaw_fd: Callable[[int], int] = freezer.thaw_fd
+                thaw_fd: Callable[[int], int] = native.thaw_fd
                 ) -> Recovery:
     dev = "%d:%d" % (entry.major, entry.minor)
 
@@ -103,7 +105,7 @@ def recover_one(entry: runstate.FrozenEntry,
     except OSError as e:
         return result("unreachable", "cannot open it: %s" % e.strerror)
     try:
-        diff = runstate.FsIdentity.of_fd(fd).differences(entry.identity)
+        diff = state.FsIdentity.of_fd(fd).differences(entry.identity)
         if diff:
             return result("skipped", "another filesystem now (%s differ): "
                           "not thawed" % ", ".join(diff))
@@ -119,25 +121,25 @@ def recover_one(entry: runstate.FrozenEntry,
     return result(action, detail)
 
 
-def recover(entries: Sequence[runstate.FrozenEntry],
-            thaw_fd: Callable[[int], int] = freezer.thaw_fd
+def recover(entries: Sequence[state.FrozenEntry],
+            thaw_fd: Callable[[int], int] = native.thaw_fd
             ) -> List[Recovery]:
     """Recover every entry; rewrite the state file with those to keep."""
     mounts = mountinfo.read_mountinfo()
     results = [recover_one(e, mounts, thaw_fd) for e in entries]
     kept = [e for e, r in zip(entries, results) if r.keep]
     if kept:
-        runstate.write_state(kept, os.getpid())
+        state.write_state(kept, os.getpid())
     else:
-        runstate.clear_state()
+        state.clear_state()
     return results
 
 
 def thaw_command(json_output: bool) -> int:
-    entries: Optional[List[runstate.FrozenEntry]] = None
+    entries: Optional[List[state.FrozenEntry]] = None
     try:
         with RunLock():
-            entries = runstate.read_state()
+            entries = state.read_state()
             results = recover(entries) if entries is not None else []
     except VmsnapshotError as e:
         print("vmsnapshot: %s" % e.record(), file=sys.stderr)
@@ -148,7 +150,7 @@ def thaw_command(json_output: bool) -> int:
                          indent=2))
     elif entries is None:
         print("nothing to recover: no state file at %s"
-              % runstate.state_path())
+              % state.state_path())
     else:
         for r in results:
             print("%-30s %-11s %s" % (r.path, r.action, r.detail))

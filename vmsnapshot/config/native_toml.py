@@ -20,7 +20,7 @@ from vmsnapshot.config.problems import (
     want_abspath, want_bool, want_count, want_seconds, want_str,
     want_str_list)
 from vmsnapshot.errors import Catalogue, ErrorRecord
-from vmsnapshot.presync import normalize_mode
+from vmsnapshot.freeze.presync import normalize_mode
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,10 +23,10 @@ from typing import Optional
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
-from vmsnapshot.scripts import (GRACE, ScriptResult, exec_failure_record,
+from vmsnapshot.scripts.oneshot import (GRACE, ScriptResult, exec_failure_record,
                                 failure_record, make_result, partner_problem,
                                 retries_of, script_env)
-from vmsnapshot.spawn import (PIPE, ProcessHandle, ProcessResult, ShouldStop,
+from vmsnapshot.scripts.spawn import (PIPE, ProcessHandle, ProcessResult, ShouldStop,
                               never, start_process)
 from vmsnapshot.trust import TrustedScript, open_trusted
 

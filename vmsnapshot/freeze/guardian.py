@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from vmsnapshot import freezer
+from vmsnapshot.freeze import native
 from vmsnapshot.errors import Catalogue, FreezeError
 
 DEFAULT_GRACE_S = 1.0
@@ -43,7 +43,7 @@ class GuardianExit:
     @property
     def clean(self) -> bool:
         """Ended on the run's clean end message, having thawed nothing."""
-        return self.code == freezer.load().lib.VMS_GUARDIAN_CLEAN
+        return self.code == native.load().lib.VMS_GUARDIAN_CLEAN
 
     @property
     def thawed(self) -> bool:
@@ -55,7 +55,7 @@ class GuardianExit:
             return "killed by %s" % signal.Signals(self.signal).name
         if self.code is None:
             return "still running"
-        lib = freezer.load().lib
+        lib = native.load().lib
         return {
             lib.VMS_GUARDIAN_CLEAN: "clean end, thawed nothing",
             lib.VMS_GUARDIAN_EOF:
@@ -87,7 +87,7 @@ class Guardian:
         for a vanished supervisor it removes state_path, if given."""
         if len(fds) != len(waves):
             raise ValueError("fds and waves differ in length")
-        mod = freezer.load()
+        mod = native.load()
         ffi, lib = mod.ffi, mod.lib
         sock = ffi.new("int *")
         pid = lib.vms_guardian_spawn(ffi.new("int[]", list(fds) or [0]),
@@ -120,7 +120,7 @@ class Guardian:
                     self._exit = GuardianExit(os.WEXITSTATUS(status), None)
         return self._exit
 
-    def stop(self, run: Optional[freezer.FreezeRun],
+    def stop(self, run: Optional[native.FreezeRun],
              timeout_s: float = 5.0) -> GuardianExit:
         """End the guardian after run.close() and reap it. With run=None
         (no freeze happened) or a run with nothing left frozen and no

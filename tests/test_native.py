@@ -1,4 +1,4 @@
-"""The C freeze core through vmsnapshot.freezer, on real loop filesystems."""
+"""The C freeze core through vmsnapshot.freeze.native, on real loop filesystems."""
 from __future__ import annotations
 
 import errno
@@ -12,7 +12,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from tests.helpers.loopfs import LoopFS, is_frozen, run
-from vmsnapshot import freezer
+from vmsnapshot.freeze import native
 from vmsnapshot.errors import Catalogue, FreezeError
 
 PAYLOAD = b"vmsnapshot-" * 100000   # ~1 MiB with a recognisable pattern
@@ -61,7 +61,7 @@ def dirty(lfs: LoopFS, mb: int = 8) -> None:
         f.write(os.urandom(1024 * 1024) * mb)
 
 
-def wait_idle(fr: freezer.FreezeRun, timeout: float = 20) -> None:
+def wait_idle(fr: native.FreezeRun, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not fr.idle():
         assert time.monotonic() < deadline, "a worker never returned"
@@ -74,7 +74,7 @@ def fd_count() -> int:
 
 def test_freeze_and_thaw(anyfs, opened):
     fd = opened(anyfs)
-    with freezer.FreezeRun([fd], [0], [anyfs.mountpoint], 30) as fr:
+    with native.FreezeRun([fd], [0], [anyfs.mountpoint], 30) as fr:
         fr.freeze()
         (o,) = fr.outcomes()
         assert (o.state, o.freeze_errno, o.error) == ("frozen", 0, None)
@@ -91,7 +91,7 @@ def test_freeze_and_thaw(anyfs, opened):
 def test_blocked_writer_completes_after_thaw(anyfs, opened):
     path = os.path.join(anyfs.mountpoint, "data")
     fd = opened(anyfs)
-    with freezer.FreezeRun([fd], [0], [anyfs.mountpoint], 30) as fr:
+    with native.FreezeRun([fd], [0], [anyfs.mountpoint], 30) as fr:
         fr.freeze()
         w = start_writer(path)
         time.sleep(0.7)
@@ -107,7 +107,7 @@ def test_foreign_freeze_is_reported_and_left_alone(loopfs_factory, opened):
     a = loopfs_factory("ext4")
     run("fsfreeze", "-f", a.mountpoint)
     try:
-        with freezer.FreezeRun([opened(a)], [0], [a.mountpoint], 30) as fr:
+        with native.FreezeRun([opened(a)], [0], [a.mountpoint], 30) as fr:
             fr.freeze()
             (o,) = fr.outcomes()
             assert (o.state, o.freeze_errno) == ("failed", errno.EBUSY)
@@ -125,9 +125,9 @@ def test_bad_fds_fail_only_their_mount(loopfs_factory, opened, monkeypatch):
     a, b = loopfs_factory("ext4"), loopfs_factory("ext4")
     # Past the guard (it would refuse them first): a stale fd number and
     # a regular file; the only real mount is b, which the guard allows.
-    monkeypatch.setattr(freezer, "check_guard", lambda fds, paths: None)
+    monkeypatch.setattr(native, "check_guard", lambda fds, paths: None)
     with open(os.path.join(a.mountpoint, "file"), "w") as f:
-        fr = freezer.FreezeRun([999999, f.fileno(), opened(b)], [0, 0, 0],
+        fr = native.FreezeRun([999999, f.fileno(), opened(b)], [0, 0, 0],
                                [a.mountpoint] * 2 + [str(b)], 30)
         with fr:
             fr.freeze()
@@ -149,7 +149,7 @@ def test_one_wave_freezes_in_parallel(loopfs_factory, opened):
     for threads, other_frozen_meanwhile in ((0, True), (1, False)):
         dirty(stuck)
         run("fsfreeze", "-f", host.mountpoint)
-        fr = freezer.FreezeRun(fds, [0, 0], paths, 60, max_threads=threads)
+        fr = native.FreezeRun(fds, [0, 0], paths, 60, max_threads=threads)
         t = threading.Thread(target=fr.freeze)
         try:
             t.start()
@@ -170,7 +170,7 @@ def test_watchdog_thaws_while_main_thread_is_blocked(anyfs, opened):
     itself blocks writing to the frozen filesystem, and the watchdog (pure
     C) still thaws at the deadline."""
     fd = opened(anyfs)
-    fr = freezer.FreezeRun([fd], [0], [anyfs.mountpoint], 1.0)
+    fr = native.FreezeRun([fd], [0], [anyfs.mountpoint], 1.0)
     w = None
     try:
         started = time.monotonic()
@@ -200,7 +200,7 @@ def test_wrong_order_is_rescued_by_the_watchdog(loopfs_factory, opened):
     b = loopfs_factory("ext4", name="b")
     a = loopfs_factory("ext4", name="a", image_dir=b.mountpoint)
     dirty(a)
-    fr = freezer.FreezeRun([opened(b), opened(a)], [0, 1],
+    fr = native.FreezeRun([opened(b), opened(a)], [0, 1],
                            [b.mountpoint, a.mountpoint], 1.5)
     try:
         started = time.monotonic()
@@ -224,7 +224,7 @@ def test_right_order_freezes_without_deadlock(loopfs_factory, opened):
     b = loopfs_factory("ext4", name="b", size_mb=512)
     a = loopfs_factory("xfs", name="a", image_dir=b.mountpoint)
     dirty(a)
-    with freezer.FreezeRun([opened(a), opened(b)], [0, 1],
+    with native.FreezeRun([opened(a), opened(b)], [0, 1],
                            [a.mountpoint, b.mountpoint], 10) as fr:
         fr.freeze()
         assert [o.state for o in fr.outcomes()] == ["frozen", "frozen"]
@@ -240,23 +240,23 @@ def test_no_fd_leak(loopfs_factory, opened):
     fd = opened(a)
     before = fd_count()
     for timeout in (30, 0.2):
-        with freezer.FreezeRun([fd], [0], [a.mountpoint], timeout) as fr:
+        with native.FreezeRun([fd], [0], [a.mountpoint], timeout) as fr:
             fr.freeze()
             time.sleep(0.4)
         assert fd_count() == before
-    freezer.presync([fd])
+    native.presync([fd])
     assert fd_count() == before
 
 
 def test_presync_and_thaw_fd(loopfs_factory, opened):
     a = loopfs_factory("ext4")
     fd = opened(a)
-    assert freezer.presync([fd, fd]) == [0, 0]
-    assert freezer.presync([]) == []
-    assert freezer.presync([987654]) == [errno.EBADF]
-    assert freezer.thaw_fd(fd) == errno.EINVAL   # not frozen
+    assert native.presync([fd, fd]) == [0, 0]
+    assert native.presync([]) == []
+    assert native.presync([987654]) == [errno.EBADF]
+    assert native.thaw_fd(fd) == errno.EINVAL   # not frozen
     run("fsfreeze", "-f", a.mountpoint)
-    assert freezer.thaw_fd(fd) == 0
+    assert native.thaw_fd(fd) == 0
     assert not is_frozen(a.mountpoint)
 
 
@@ -265,7 +265,7 @@ def no_native(monkeypatch):
     """Make load() fail before any freeze could happen."""
     def fail():
         raise AssertionError("the native module must not be reached")
-    monkeypatch.setattr(freezer, "load", fail)
+    monkeypatch.setattr(native, "load", fail)
 
 
 @pytest.mark.parametrize("path", ["/", "/proc", "{base}/../outside"])
@@ -274,7 +274,7 @@ def test_guard_refuses_paths_outside(path, freeze_guard, no_native):
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(FreezeError) as e:
-            freezer.FreezeRun([fd], [0], [path], 5)
+            native.FreezeRun([fd], [0], [path], 5)
     finally:
         os.close(fd)
     assert e.value.entry is Catalogue.FS_FREEZE_FAILED
@@ -291,7 +291,7 @@ def test_guard_judges_the_fd_not_only_the_path(loopfs_factory, tmp_path,
         fd = os.open(opened_path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with pytest.raises(FreezeError, match="refusing to freeze"):
-                freezer.FreezeRun([fd], [0], [claimed], 5)
+                native.FreezeRun([fd], [0], [claimed], 5)
         finally:
             os.close(fd)
 
@@ -299,18 +299,18 @@ def test_guard_judges_the_fd_not_only_the_path(loopfs_factory, tmp_path,
 def test_guard_accepts_any_of_several_prefixes(loopfs_factory, opened,
                                                 monkeypatch, freeze_guard):
     a = loopfs_factory("ext4")
-    monkeypatch.setenv(freezer.GUARD_ENV, "/nonexistent:" + freeze_guard)
-    freezer.check_guard([opened(a)], [a.mountpoint])
-    monkeypatch.setenv(freezer.GUARD_ENV, "/nonexistent")
+    monkeypatch.setenv(native.GUARD_ENV, "/nonexistent:" + freeze_guard)
+    native.check_guard([opened(a)], [a.mountpoint])
+    monkeypatch.setenv(native.GUARD_ENV, "/nonexistent")
     with pytest.raises(FreezeError):
-        freezer.check_guard([opened(a)], [a.mountpoint])
+        native.check_guard([opened(a)], [a.mountpoint])
 
 
 def test_module_missing_is_named(monkeypatch):
-    monkeypatch.setattr(freezer, "_module", None)
+    monkeypatch.setattr(native, "_module", None)
     monkeypatch.setitem(sys.modules, "vmsnapshot._freeze", None)
     with pytest.raises(FreezeError) as e:
-        freezer.load()
+        native.load()
     assert e.value.entry.error_name == "FreezeModuleMissing"
     assert e.value.entry.code == 124
     assert "vmsnapshot._freeze" in e.value.message
@@ -320,8 +320,8 @@ def test_stale_module_is_named(monkeypatch):
     class Stale:
         class lib:
             vms_freeze = None
-    monkeypatch.setattr(freezer, "_module", None)
+    monkeypatch.setattr(native, "_module", None)
     monkeypatch.setitem(sys.modules, "vmsnapshot._freeze", Stale)
     with pytest.raises(FreezeError, match="missing vms_thaw") as e:
-        freezer.load()
+        native.load()
     assert e.value.entry is Catalogue.FREEZE_MODULE_MISSING

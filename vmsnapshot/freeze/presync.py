@@ -116,8 +116,8 @@ def _workers() -> int:
     """As many syncfs at once as the freeze has FIFREEZE workers: the C
     core's cap, chosen by measurement (bench/README.md)."""
     try:
-        from vmsnapshot import freezer
-        return int(freezer.load().lib.VMS_DEFAULT_THREADS)
+        from vmsnapshot.freeze import native
+        return int(native.load().lib.VMS_DEFAULT_THREADS)
     except Exception:   # no native module: the workers report it per mount
         return 1
 
@@ -184,7 +184,7 @@ class _Job:
 
 
 def _worker(job: _Job) -> None:
-    from vmsnapshot import freezer
+    from vmsnapshot.freeze import native
     while True:
         i = job.take()
         if i is None:
@@ -196,7 +196,7 @@ def _worker(job: _Job) -> None:
             if own:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY
                              | os.O_CLOEXEC)
-            err = freezer.syncfs(fd)
+            err = native.syncfs(fd)
             if err:
                 error = "%s: %s" % (path, os.strerror(err))
         except OSError as e:

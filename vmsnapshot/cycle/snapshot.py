@@ -16,9 +16,9 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment]
 
-from vmsnapshot import spawn
-from vmsnapshot.report import SnapshotReport
-from vmsnapshot.signals import SignalTrap
+from vmsnapshot.scripts import spawn
+from vmsnapshot.cycle.report import SnapshotReport
+from vmsnapshot.cycle.signals import SignalTrap
 
 log = logging.getLogger(__name__)
 

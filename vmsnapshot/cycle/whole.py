@@ -3,7 +3,7 @@ plan, pre-scripts, freeze, snapshot, thaw, post-scripts, report.
 
 Each phase lives in its own module; this one only orders them and applies
 the failure policy, so the sequence can be read top to bottom. What each
-step did goes into an Outcomes record; vmsnapshot.outcome.judge makes the
+step did goes into an Outcomes record; vmsnapshot.cycle.outcome.judge makes the
 report from it once, after the post phase, even when a bug cut the run
 short.
 """
@@ -14,19 +14,23 @@ import os
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
-from vmsnapshot import mountinfo, mounts, policy, presync, runstate
+from vmsnapshot.mounts import mountinfo
+from vmsnapshot.mounts import plan
+from vmsnapshot.cycle import policy
+from vmsnapshot.freeze import presync
+from vmsnapshot.freeze import state
 from vmsnapshot.config import load_config
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
-from vmsnapshot.freezing import FreezeSession, close_targets, open_targets
-from vmsnapshot.heldlog import logs_held_in_memory
-from vmsnapshot.held import HeldHook, start_held
-from vmsnapshot.outcome import FreezeOutcome, Outcomes, judge
-from vmsnapshot.report import MountReport, Report
-from vmsnapshot.runlock import RunLock
-from vmsnapshot.scripts import run_phase
-from vmsnapshot.signals import SignalTrap
-from vmsnapshot.snapshot import run_snapshot
+from vmsnapshot.freeze.session import FreezeSession, close_targets, open_targets
+from vmsnapshot.cycle.frozenlog import logs_held_in_memory
+from vmsnapshot.scripts.held import HeldHook, start_held
+from vmsnapshot.cycle.outcome import FreezeOutcome, Outcomes, judge
+from vmsnapshot.cycle.report import MountReport, Report
+from vmsnapshot.cycle.lock import RunLock
+from vmsnapshot.scripts.oneshot import run_phase
+from vmsnapshot.cycle.signals import SignalTrap
+from vmsnapshot.cycle.snapshot import run_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,11 @@ def run_cycle(opts: RunOptions) -> Report:
     o = Outcomes()
     try:
         with RunLock():
-            stale = runstate.read_state()
+            stale = state.read_state()
             if stale is not None:
                 raise VmsnapshotError(
                     "the state file %s lists filesystems a killed run froze "
-                    "(%s)" % (runstate.state_path(),
+                    "(%s)" % (state.state_path(),
                               ", ".join(e.path for e in stale) or "unknown"),
                     Catalogue.STALE_FREEZE_STATE)
             with SignalTrap() as trap:
@@ -108,11 +112,11 @@ def pre_phase(config: Config, trap: SignalTrap, o: Outcomes
 
 
 def plan_mounts(named: Sequence[str], o: Outcomes
-                ) -> List[mounts.MountDecision]:
+                ) -> List[plan.MountDecision]:
     """The mounts to freeze, and presync's bulk pass over them while the
     applications still run (the second pass comes right before FIFREEZE)."""
     settings = o.config.freeze
-    decisions = mounts.plan(mountinfo.read_mountinfo(), selected=named,
+    decisions = plan.plan(mountinfo.read_mountinfo(), selected=named,
                             include=settings.include,
                             exclude=settings.exclude)
     o.presync = (presync.before_pre(
@@ -150,7 +154,7 @@ class FreezeStep:
     holder both do it: start() opens, freezes (stoppable by a signal),
     finish() thaws and records the outcome, whatever happened between."""
 
-    def __init__(self, decisions: Sequence[mounts.MountDecision],
+    def __init__(self, decisions: Sequence[plan.MountDecision],
                  named: Sequence[str], o: Outcomes) -> None:
         self.o = o
         self.session: Optional[FreezeSession] = None
@@ -196,7 +200,7 @@ class FreezeStep:
 
 
 def _freeze_and_snapshot(opts: RunOptions,
-                         decisions: Sequence[mounts.MountDecision],
+                         decisions: Sequence[plan.MountDecision],
                          held: Sequence[HeldHook], trap: SignalTrap,
                          o: Outcomes) -> None:
     step = FreezeStep(decisions, opts.mounts, o)
@@ -222,7 +226,7 @@ def _freeze_outcome(session: FreezeSession) -> FreezeOutcome:
                          r.thawed_early, r.stopped_early)
 
 
-def _named_but_not_frozen(decisions: Sequence[mounts.MountDecision],
+def _named_but_not_frozen(decisions: Sequence[plan.MountDecision],
                           selected: Sequence[str]) -> List[MountReport]:
     """A --mount that is not frozen (pseudo, read-only, excluded...) is
     listed with the reason, so the report never hides it. One that shares

@@ -13,13 +13,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import datetime
 
-from vmsnapshot import policy, runmeta
+from vmsnapshot.cycle import policy
+from vmsnapshot.cycle import meta as runmeta
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
-from vmsnapshot.presync import PassReport, PresyncReport
-from vmsnapshot.report import FreezeReport, MountReport, Report, SnapshotReport
-from vmsnapshot.scripts import ScriptResult
-from vmsnapshot.spawn import signal_name
+from vmsnapshot.freeze.presync import PassReport, PresyncReport
+from vmsnapshot.cycle.report import FreezeReport, MountReport, Report, SnapshotReport
+from vmsnapshot.scripts.oneshot import ScriptResult
+from vmsnapshot.scripts.spawn import signal_name
 
 
 @dataclass(frozen=True)

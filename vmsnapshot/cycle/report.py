@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.errors import ErrorRecord
 from vmsnapshot.errtext import error_lines
-from vmsnapshot.runmeta import RunMeta
+from vmsnapshot.cycle.meta import RunMeta
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class SnapshotReport:
 
 @dataclass(frozen=True)
 class Report:
-    """Built once, at the end of a run (vmsnapshot.outcome.judge)."""
+    """Built once, at the end of a run (vmsnapshot.cycle.outcome.judge)."""
 
     consistency: str
     snapshot_taken: bool

@@ -19,7 +19,7 @@ import logging
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from vmsnapshot.mountinfo import (REMOTE_KINDS, MountInfo, fstype_kind,
+from vmsnapshot.mounts.mountinfo import (REMOTE_KINDS, MountInfo, fstype_kind,
                                   hidden_mounts, is_under)
 
 log = logging.getLogger(__name__)

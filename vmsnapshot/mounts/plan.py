@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from vmsnapshot.errors import Catalogue, FreezeError
-from vmsnapshot.mountinfo import (SKIPPED_FSTYPES, MountInfo, fstype_kind,
+from vmsnapshot.mounts.mountinfo import (SKIPPED_FSTYPES, MountInfo, fstype_kind,
                                   hidden_mounts)
-from vmsnapshot.waves import assign_waves
+from vmsnapshot.mounts.waves import assign_waves
 
 __all__ = ["SKIPPED_FSTYPES", "MountDecision", "plan", "to_json",
            "format_table", "fstype_reason", "printable"]

@@ -14,7 +14,7 @@ After the leader exits, whatever is left of its group is killed: a script's
 background children do not outlive it (nor hold its stdout open forever).
 
 With ``cgroup=True`` (scripts, held hooks) the child also gets its own
-cgroup v2 (vmsnapshot.cgroup) and every kill also writes its
+cgroup v2 (vmsnapshot.scripts.cgroup) and every kill also writes its
 ``cgroup.kill``: a script that daemonized (setsid, double fork) left the
 process group but not the cgroup. Without cgroup v2, the group alone.
 
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vmsnapshot import cgroup as cgroups
+from vmsnapshot.scripts import cgroup as cgroups
 
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE

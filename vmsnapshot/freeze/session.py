@@ -14,12 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from vmsnapshot import freezer, presync, runstate
+from vmsnapshot.freeze import native
+from vmsnapshot.freeze import presync
+from vmsnapshot.freeze import state
 from vmsnapshot.errors import Catalogue, ErrorRecord
-from vmsnapshot.guardian import Guardian
-from vmsnapshot.mountfd import MountChanged, open_mount
-from vmsnapshot.mounts import MountDecision
-from vmsnapshot.report import FreezeReport, MountReport
+from vmsnapshot.freeze.guardian import Guardian
+from vmsnapshot.freeze.mountfd import MountChanged, open_mount
+from vmsnapshot.mounts.plan import MountDecision
+from vmsnapshot.cycle.report import FreezeReport, MountReport
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,9 @@ class FreezeSession:
         fds = [t.fd for t in self.targets]
         waves = [t.decision.wave or 0 for t in self.targets]
         self.guardian: Optional[Guardian] = Guardian.start(
-            fds, waves, state_path=runstate.state_path())
+            fds, waves, state_path=state.state_path())
         try:
-            self.run = freezer.FreezeRun(fds, waves, self.paths(), timeout_s,
+            self.run = native.FreezeRun(fds, waves, self.paths(), timeout_s,
                                          notify_fd=self.guardian.notify_fd)
         except BaseException:
             self.guardian.stop(None)
@@ -112,13 +114,13 @@ class FreezeSession:
         freezes) the freeze is cut short and undone as soon as it says
         yes: stopped_early then tells the caller to skip the snapshot."""
         # What the pre-scripts dirtied goes to disk before FIFREEZE blocks
-        # the writers; bounded by its own deadline (vmsnapshot.presync).
+        # the writers; bounded by its own deadline (vmsnapshot.freeze.presync).
         self.presync_pass = presync.before_freeze(
             self.presync_mode, self.presync_first,
             [(t.path, t.fd) for t in self.targets],
             [t.decision.info.dev for t in self.targets], self.timeout_s)
-        runstate.write_state(
-            [runstate.entry_for(t.path, t.fd, t.decision.info)
+        state.write_state(
+            [state.entry_for(t.path, t.fd, t.decision.info)
              for t in self.targets], os.getpid())
         self._started = time.monotonic()
         try:
@@ -184,7 +186,7 @@ class FreezeSession:
             if self.run.idle() and not any(
                     o.state in ("frozen", "freezing", "thawing")
                     for o in self.run.outcomes()):
-                runstate.clear_state()
+                state.clear_state()
 
     def report(self) -> FreezeResult:
         mounts: List[MountReport] = []

@@ -1,7 +1,7 @@
 """Single-instance lock for `run` (and the Azure extension's freeze lock).
 
 flock(2) locks die with their holder, so a killed run never leaves a stale
-lock behind; only the state file (runstate.py) can be stale.
+lock behind; only the state file (freeze/state.py) can be stale.
 """
 from __future__ import annotations
 

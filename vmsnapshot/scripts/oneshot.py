@@ -7,7 +7,7 @@ configured (no shell, empty strings kept), a clean environment, cwd / and
 stdin /dev/null. ``retries`` really re-runs the script;
 the plugin's timeout covers all attempts together. Plugins of one phase run in
 parallel. Held pre-scripts (``hold = true``) are not run here: see
-vmsnapshot.held.
+vmsnapshot.scripts.held.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
-from vmsnapshot.spawn import (ProcessResult, ShouldStop, clean_env,
+from vmsnapshot.scripts.spawn import (ProcessResult, ShouldStop, clean_env,
                               run_process)
 from vmsnapshot.trust import TrustedScript, open_trusted, phase_entries
 
@@ -222,7 +222,7 @@ def run_script(plugin: Plugin, phase: str, grace: float = GRACE,
 def run_phase(plugins: Sequence[Plugin], phase: str, grace: float = GRACE,
               should_stop: Optional[ShouldStop] = None) -> List[ScriptResult]:
     """Run the ``phase`` script of every plugin that has one, in parallel;
-    results in plugin order. Held pre-scripts are skipped (vmsnapshot.held).
+    results in plugin order. Held pre-scripts are skipped (vmsnapshot.scripts.held).
 
     ``should_stop`` (e.g. "a SIGTERM arrived") is polled every ~30 ms while
     scripts run: once true, every running script is stopped at once

@@ -25,17 +25,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from vmsnapshot import detach, policy, runstate
-from vmsnapshot.cycle import (FreezeStep, RunOptions, load_run_config,
+from vmsnapshot.cycle import detach
+from vmsnapshot.cycle import policy
+from vmsnapshot.freeze import state
+from vmsnapshot.cycle.whole import (FreezeStep, RunOptions, load_run_config,
                               plan_mounts, post_phase, pre_phase)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
-from vmsnapshot.held import HeldHook
-from vmsnapshot.heldlog import logs_held_in_memory
-from vmsnapshot.outcome import Outcomes, judge
-from vmsnapshot.report import Report, SnapshotReport, write_status_file
-from vmsnapshot.runlock import RunLock, run_dir
-from vmsnapshot.scripts import run_phase
-from vmsnapshot.signals import SignalTrap
+from vmsnapshot.scripts.held import HeldHook
+from vmsnapshot.cycle.frozenlog import logs_held_in_memory
+from vmsnapshot.cycle.outcome import Outcomes, judge
+from vmsnapshot.cycle.report import Report, SnapshotReport, write_status_file
+from vmsnapshot.cycle.lock import RunLock, run_dir
+from vmsnapshot.scripts.oneshot import run_phase
+from vmsnapshot.cycle.signals import SignalTrap
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +105,11 @@ def _cycle(args: HolderArgs, notify: socket.socket, o: Outcomes
     try:
         with SignalTrap() as trap:
             try:
-                stale = runstate.read_state()
+                stale = state.read_state()
                 if stale is not None:
                     raise VmsnapshotError(
                         "the state file %s lists filesystems a killed run "
-                        "froze" % runstate.state_path(),
+                        "froze" % state.state_path(),
                         Catalogue.STALE_FREEZE_STATE)
                 opts = RunOptions(args.config_path, args.mounts, args.exclude,
                                   args.freeze_timeout)

@@ -15,9 +15,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence
 
-from vmsnapshot import freezer
+from vmsnapshot.freeze import native
 from vmsnapshot.atomicfile import write_atomic
-from vmsnapshot.runlock import run_dir
+from vmsnapshot.cycle.lock import run_dir
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class FsIdentity:
 
     @classmethod
     def of_fd(cls, fd: int) -> "FsIdentity":
-        unique, uuid = freezer.identity(fd)
+        unique, uuid = native.identity(fd)
         return cls(os.fstatvfs(fd).f_fsid, os.fstat(fd).st_ino, unique,
                    uuid)
 

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Callable, List, Optional
 
-from vmsnapshot import cgroup
+from vmsnapshot.scripts import cgroup
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _move_self(path: str) -> None:
 
 def _remove_tree(path: str) -> bool:
     """rmdir PATH and the empty cgroups below it (the scripts' parent that
-    vmsnapshot.cgroup made there), deepest first; False if one is busy."""
+    vmsnapshot.scripts.cgroup made there), deepest first; False if one is busy."""
     try:
         names = [n for n in os.listdir(path)
                  if os.path.isdir(os.path.join(path, n))]
