@@ -15,6 +15,7 @@ and most images live there).
 from __future__ import annotations
 
 import glob
+import graphlib
 import logging
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -219,29 +220,33 @@ def _reachable(start: int, before: Mapping[int, Set[int]]) -> Set[int]:
 
 def _topological(frozen: Sequence[MountInfo],
                  before: Dict[int, Set[int]]) -> List[int]:
-    """Kahn's order, ties in mountinfo order.  A cycle (impossible with real
-    devices, but sysfs may be odd) is broken at its alphabetically first
-    mount point, whose unmet constraints are dropped from before[]."""
-    remaining = [m.mount_id for m in frozen]
-    done: Set[int] = set()
-    order: List[int] = []
-    while remaining:
-        ready = [i for i in remaining if before[i] <= done]
-        if not ready:
-            path = {m.mount_id: m.mount_point for m in frozen}
-            victim = min(remaining, key=lambda i: path[i])
+    """graphlib's order, ties in mountinfo order.  A cycle (impossible with
+    real devices, but sysfs may be odd) is broken at its alphabetically
+    first mount point, whose constraints inside the cycle are dropped from
+    before[]."""
+    path = {m.mount_id: m.mount_point for m in frozen}
+    index = {m.mount_id: n for n, m in enumerate(frozen)}
+    while True:
+        sorter = graphlib.TopologicalSorter(before)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as e:
+            cycle = set(e.args[1])
+            victim = min(cycle, key=lambda i: path[i])
             log.warning("freeze order: dependency cycle among %s; freezing "
                         "%s without waiting for %s",
-                        ", ".join(sorted(path[i] for i in remaining)),
+                        ", ".join(sorted(path[i] for i in cycle)),
                         path[victim],
                         ", ".join(sorted(path[i] for i in before[victim]
-                                         - done)))
-            before[victim] &= done
-            ready = [victim]
-        order += ready
-        done.update(ready)
-        remaining = [i for i in remaining if i not in done]
-    return order
+                                         & cycle)))
+            before[victim] -= cycle
+            continue
+        order: List[int] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=index.__getitem__)
+            order += ready
+            sorter.done(*ready)
+        return order
 
 
 def assign_waves(frozen: Sequence[MountInfo], mounts: Sequence[MountInfo],
