@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from vmsnapshot import __version__
-from vmsnapshot.cycle import policy
+from vmsnapshot import levels
 
 if TYPE_CHECKING:
     from vmsnapshot.config import FreezeSettings
@@ -23,8 +23,8 @@ log = logging.getLogger("vmsnapshot")
 EXIT_INTERNAL = os.EX_SOFTWARE   # 70: a bug, not a failed snapshot
 
 
-# best first; the one spelling of the levels is vmsnapshot.cycle.policy
-LEVELS = tuple(reversed(policy.LEVELS))
+# best first; the one spelling of the levels is vmsnapshot.levels
+LEVELS = levels.BEST_FIRST
 
 _EPILOG = """\
 configuration: every file found of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from vmsnapshot.cycle import policy
+from vmsnapshot import levels
 
 OK = 0
 NOT_CONSISTENT = 1   # below --require, snapshot failed, a post step failed
@@ -23,15 +23,15 @@ _NON_ZERO = frozenset((
 
 
 def of_report(report: Dict[str, Any],
-              require: str = policy.FILESYSTEM) -> int:
+              require: str = levels.FILESYSTEM) -> int:
     """The exit status for a report (its JSON form, so the `hook thaw`
     client decides exactly as the holder that made it)."""
     if report.get("internal_error"):
         return INTERNAL
     level = report["consistency"]
-    if level == policy.FAILED:
+    if level == levels.FAILED:
         return FAILED
-    if not policy.at_least(level, require):
+    if not levels.at_least(level, require):
         return NOT_CONSISTENT
     if any(e["name"] in _NON_ZERO for e in report["errors"]):
         return NOT_CONSISTENT

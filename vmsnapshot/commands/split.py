@@ -23,7 +23,7 @@ from vmsnapshot.cycle import holder
 from vmsnapshot.cycle import policy
 from vmsnapshot.commands.run import deliver_json
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.cycle.lock import run_dir
+from vmsnapshot.rundir import run_dir
 
 log = logging.getLogger(__name__)
 

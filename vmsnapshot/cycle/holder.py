@@ -35,7 +35,8 @@ from vmsnapshot.scripts.held import HeldHook
 from vmsnapshot.cycle.frozenlog import logs_held_in_memory
 from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import Report, SnapshotReport, write_status_file
-from vmsnapshot.cycle.lock import RunLock, run_dir
+from vmsnapshot.cycle.lock import RunLock
+from vmsnapshot.rundir import run_dir
 from vmsnapshot.scripts.oneshot import run_phase
 from vmsnapshot.cycle.signals import SignalTrap
 

@@ -6,7 +6,7 @@ supervisor and its guardian die, it is what `vmsnapshot thaw --recover`
 thaws. Each entry records enough identity to tell the mount the run froze
 from a later one: the device number alone is not enough (loop and dm
 numbers are reused), nor the path (it may be over-mounted), nor the mount
-id (ids are reused too). See commands/thaw.py for how they are checked.
+id (ids are reused too). See freeze/recover.py for how they are checked.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 from vmsnapshot.freeze import native
 from vmsnapshot.atomicfile import write_atomic
-from vmsnapshot.cycle.lock import run_dir
+from vmsnapshot.rundir import run_dir
 
 
 @dataclass(frozen=True)
