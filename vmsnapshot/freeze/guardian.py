@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import native
 from vmsnapshot.errors import Catalogue, FreezeError
 
@@ -74,6 +74,7 @@ class Guardian:
         self._lib = lib
         self.pid = pid
         self.notify_fd = sock
+        self._watch = ChildWatch(pid)   # its exit, without a polling sleep
         self._exit: Optional[GuardianExit] = None
         self._stopped = False
 
@@ -146,18 +147,10 @@ class Guardian:
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
         os.close(self.notify_fd)
-        if idle:
-            self._wait(timeout_s)
-        return self._reap() or GuardianExit(None, None)
-
-    def _wait(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        # It exits within a millisecond of a clean end: poll fast first
-        # (a fixed 5 ms sleep was 5 ms of every run's fixed cost).
-        pause = 0.0002
-        while self._reap() is None:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.005)
-        return True
+        try:
+            if idle:
+                # It exits within a millisecond of a clean end.
+                self._watch.wait(timeout_s)
+            return self._reap() or GuardianExit(None, None)
+        finally:
+            self._watch.close()
