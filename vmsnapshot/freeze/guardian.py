@@ -25,11 +25,10 @@ from typing import Any, Optional, Sequence
 
 from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import native
+from vmsnapshot.freeze.state import nothing_left_frozen
 from vmsnapshot.errors import Catalogue, FreezeError
 
 DEFAULT_GRACE_S = 1.0
-
-_BUSY = ("frozen", "freezing", "thawing")
 
 
 @dataclass(frozen=True)
@@ -141,9 +140,7 @@ class Guardian:
             return self._exit or GuardianExit(None, None)
         self._stopped = True
         idle = run is None or run.idle()
-        clean = run is None or (idle and not any(
-            o.state in _BUSY for o in run.outcomes()))
-        if clean:
+        if run is None or nothing_left_frozen(run):
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
         os.close(self.notify_fd)
