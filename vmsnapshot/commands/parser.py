@@ -21,6 +21,7 @@ shows where each plugin and setting comes from).
 results: 'vmsnapshot status', 'journalctl -t vmsnapshot'.
 See the vmsnapshot(8) manual page: man 8 vmsnapshot"""
 
+
 def _freeze_timeout(text: str) -> float:
     """--freeze-timeout: the config key's rule, as a usage error (exit 2)."""
     from vmsnapshot.config.model import freeze_timeout_problem
