@@ -85,3 +85,42 @@ def test_module_sizes() -> None:
     limit = {".py": 300, ".c": 900}
     long = {p for p, n in sizes.items() if n > limit[os.path.splitext(p)[1]]}
     assert long - KNOWN_LONG == set(), {p: sizes[p] for p in long}
+
+
+def top_level_imports(path: str) -> Set[str]:
+    """The imports run when the module loads (not those in functions)."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    found: Set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.startswith("vmsnapshot"):
+            for a in node.names:     # a submodule, else the module itself
+                sub = "%s.%s" % (node.module, a.name)
+                found.add(sub if sub in _names() else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _names() -> Set[str]:
+    return {m for m, _ in modules()}
+
+
+def test_no_import_circles() -> None:
+    graph = {m: set() for m, _ in modules()}
+    for module, path in modules():
+        # A submodule may import its own package (Python allows it).
+        graph[module] = {t for t in top_level_imports(path) if t in graph
+                         and not module.startswith(t + ".") and t != module}
+    done: Set[str] = set()
+
+    def visit(m: str, stack: Tuple[str, ...]) -> None:
+        assert m not in stack, " -> ".join(stack[stack.index(m):] + (m,))
+        if m in done:
+            return
+        for t in sorted(graph[m]):
+            visit(t, stack + (m,))
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m, ())
