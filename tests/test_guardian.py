@@ -17,6 +17,7 @@ from tests.helpers.cli import ROOT
 from tests.helpers.loopfs import LoopFS, is_frozen, run
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze.guardian import Guardian
+from vmsnapshot.freeze.state import nothing_left_frozen
 
 # A supervisor in miniature: guardian + FreezeRun, then sleeps frozen.
 SUPERVISOR = r"""
@@ -240,7 +241,10 @@ def test_clean_run_guardian_exits_without_thawing(frozen_run):
     assert [p for p in held if not p.startswith("socket:")] == sorted(
         m.mountpoint for m in mounts)
     assert len(held) == 3
+    # The one test the state file and the guardian's clean end both use.
+    assert not nothing_left_frozen(r)
     r.thaw()
+    assert nothing_left_frozen(r)
     r.close()
     result = g.stop(r)
     assert result.clean, result.describe()

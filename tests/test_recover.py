@@ -1,4 +1,4 @@
-"""`thaw --recover` thaws only the superblock the killed run froze (issue
+"""`thaw --recover` (vmsnapshot.freeze.recover) thaws only the superblock the killed run froze (issue
 11, defect 9): never a filesystem that reuses its device number, never
 through an over-mounted path, and it keeps what it could not thaw."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tests.helpers.cli import run_vmsnapshot
 from tests.helpers.loopfs import MKFS, LoopFS, is_frozen, run
 from vmsnapshot.mounts import mountinfo
 from vmsnapshot.freeze import state
-from vmsnapshot.commands import thaw
+from vmsnapshot.freeze import recover
 from vmsnapshot.freeze.mountfd import open_mount
 
 
@@ -119,17 +119,17 @@ def test_a_failed_fithaw_keeps_only_its_entry(loopfs_factory):
     def fake_thaw(fd: int) -> int:
         return result[os.readlink("/proc/self/fd/%d" % fd)]
 
-    results = thaw.recover(entries, thaw_fd=fake_thaw)
+    results = recover.recover(entries, thaw_fd=fake_thaw)
     assert [r.action for r in results] == ["failed", "none"]
     assert "Input/output error" in results[0].detail
     assert [e.path for e in state.read_state()] == [a.mountpoint]
 
 
 def test_thaw_decision():
-    assert thaw.thaw_decision(0) == "thawed"
-    assert thaw.thaw_decision(errno.EINVAL) == "none"
+    assert recover.thaw_decision(0) == "thawed"
+    assert recover.thaw_decision(errno.EINVAL) == "none"
     for err in (errno.EIO, errno.EPERM, errno.EBUSY):
-        assert thaw.thaw_decision(err) == "failed"
+        assert recover.thaw_decision(err) == "failed"
 
 
 @pytest.mark.parametrize("field,value", [
@@ -145,5 +145,28 @@ def test_any_identity_difference_skips_without_fithaw(loopfs_factory,
     def no_thaw(fd: int) -> int:
         raise AssertionError("FITHAW sent to another filesystem")
 
-    r = thaw.recover_one(entry, mountinfo.read_mountinfo(), no_thaw)
+    r = recover.recover_one(entry, mountinfo.read_mountinfo(), no_thaw)
     assert r.action == "skipped" and not r.keep, r
+
+
+def test_a_path_whose_mount_id_changed_is_refused_before_any_fithaw(
+        loopfs_factory):
+    """Recovery opens each mount as the freeze path does (mountfd's mount
+    id check): once something is mounted over the recorded path, the fd
+    lands on another mount and no FITHAW is sent through it."""
+    a, b = loopfs_factory("ext4"), loopfs_factory("xfs")
+    entry = entry_of(a)
+    state.write_state([entry], 1)
+    run("mount", "--bind", b.mountpoint, a.mountpoint)
+
+    def no_thaw(fd: int) -> int:
+        raise AssertionError("FITHAW sent through an over-mounted path")
+
+    try:
+        results = recover.recover([entry], thaw_fd=no_thaw)
+    finally:
+        run("umount", a.mountpoint, check=False)
+    assert [r.action for r in results] == ["unreachable"], results
+    assert "no longer the mount that was recorded" in results[0].detail
+    assert "expected %d" % entry.mount_id in results[0].detail
+    assert [e.path for e in state.read_state()] == [a.mountpoint]

@@ -181,3 +181,35 @@ class ScriptError(VmsnapshotError):
 
 class FreezeError(VmsnapshotError):
     entry = Catalogue.FS_FREEZE_FAILED
+
+
+# The pre/post entry mapping: each phase's script errors.
+
+@dataclass(frozen=True)
+class PhaseEntries:
+    """The catalogue entries of one phase's script errors."""
+
+    not_found: Catalogue
+    no_permission: Catalogue
+    failed: Catalogue
+    timeout: Catalogue
+
+
+_PHASES = {
+    "pre": PhaseEntries(Catalogue.PRE_SCRIPT_NOT_FOUND,
+                        Catalogue.INSUFFICIENT_PERMISSION_FOR_PRE_SCRIPT,
+                        Catalogue.PRE_SCRIPT_EXECUTION_FAILED,
+                        Catalogue.PRE_SCRIPT_TIMEOUT),
+    "post": PhaseEntries(Catalogue.POST_SCRIPT_NOT_FOUND,
+                         Catalogue.INSUFFICIENT_PERMISSION_FOR_POST_SCRIPT,
+                         Catalogue.POST_SCRIPT_EXECUTION_FAILED,
+                         Catalogue.POST_SCRIPT_TIMEOUT),
+}
+
+
+def phase_entries(phase: str) -> PhaseEntries:
+    try:
+        return _PHASES[phase]
+    except KeyError:
+        raise ValueError("phase must be 'pre' or 'post', not %r"
+                         % (phase,)) from None

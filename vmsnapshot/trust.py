@@ -8,30 +8,24 @@ Every directory on the resolved path, every symlink followed and the script
 itself must be owned by root. Directories must not be writable by group or
 others, with one exception:
 
-*A root-owned directory with the sticky bit (``/tmp``, ``/var/tmp``) is
-accepted as an ancestor, but never as the directory that holds the script.*
-The sticky bit stops anyone but the entry's owner (or root) from renaming or
-unlinking an entry, and the walk requires every entry it resolves through such
-a directory to be root-owned, so no other user can swap a component under us.
-The script's own directory is different: scripts source siblings
-(``$(dirname "$0")/common.sh``) and write next to themselves, and a
-world-writable directory there lets anyone plant files that nothing checks.
+*A root-owned sticky directory (``/tmp``) is accepted as an ancestor, but
+never as the directory that holds the file*: the sticky bit stops anyone but
+an entry's owner from renaming or unlinking it, and every entry resolved
+through such a directory must be root's; but scripts source and write
+siblings (``$(dirname "$0")/common.sh``), which anyone could plant there.
 
-A group-writable directory is refused even when its group is root: non-root
-users can be members of group 0. POSIX ACLs granting write show up as group
-write bits (the ACL mask), so they are refused too.
+A group-writable directory is refused even when its group is root (non-root
+users can be in group 0); ACLs granting write show in the group bits.
 
-Scripts and configuration files differ only in the last step (scripts:
-owner root, no group/other access, executable; configuration: owner root,
-no group/other access, no execute bits).
+Scripts and configuration files differ only in the last step: both owner
+root and no group/other access; scripts executable, configuration files
+not (the problems are listed in one format, owner as "name (uid N)").
 
-Scripts are executed by their configured path once the walk passed. The
-check-then-exec window is not a race anyone but root can win: every
-directory and symlink on the path and the file are root-owned and writable
-by root alone, so only root can swap a component in between (and root can
-change the configuration anyway). Executing through ``/proc/self/fd/N``
-instead would leave a readable fd on the root-only script in the script and
-in every child it starts, and give the script a useless ``$0``.
+Scripts are executed by their configured path once the walk passed: the
+check-then-exec window is a race only root can win (every component is
+root's and writable by root alone). Executing through /proc/self/fd/N
+would leave a readable fd on the script in every child it starts, and
+give it a useless ``$0``.
 """
 from __future__ import annotations
 
@@ -41,41 +35,12 @@ import stat
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
-from vmsnapshot.errors import Catalogue, ScriptError, TrustError
+from vmsnapshot.errors import ScriptError, TrustError, phase_entries
 
 MAX_SYMLINKS = 40   # the kernel's own limit (ELOOP)
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: never hang on a FIFO swapped in by root between the two opens.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-@dataclass(frozen=True)
-class PhaseEntries:
-    """The catalogue entries of one phase's script errors."""
-
-    not_found: Catalogue
-    no_permission: Catalogue
-    failed: Catalogue
-    timeout: Catalogue
-
-
-_PHASES = {
-    "pre": PhaseEntries(Catalogue.PRE_SCRIPT_NOT_FOUND,
-                        Catalogue.INSUFFICIENT_PERMISSION_FOR_PRE_SCRIPT,
-                        Catalogue.PRE_SCRIPT_EXECUTION_FAILED,
-                        Catalogue.PRE_SCRIPT_TIMEOUT),
-    "post": PhaseEntries(Catalogue.POST_SCRIPT_NOT_FOUND,
-                         Catalogue.INSUFFICIENT_PERMISSION_FOR_POST_SCRIPT,
-                         Catalogue.POST_SCRIPT_EXECUTION_FAILED,
-                         Catalogue.POST_SCRIPT_TIMEOUT),
-}
-
-
-def phase_entries(phase: str) -> PhaseEntries:
-    try:
-        return _PHASES[phase]
-    except KeyError:
-        raise ValueError("phase must be 'pre' or 'post', not %r"
-                         % (phase,)) from None
 
 
 @dataclass(frozen=True)
@@ -106,40 +71,43 @@ class Refusal(Exception):
 FileCheck = Callable[[os.stat_result, str], List[str]]
 
 
+def _file_problems(st: os.stat_result, real: str, mode_wanted: int,
+                   why_private: str, chown: str, chmod: str) -> List[str]:
+    """What scripts and configuration files share: owner root, no access
+    at all for group or others; every problem, owners in one format."""
+    found = []
+    if st.st_uid != 0:
+        found.append("%s is not owned by root (%s); fix: %s"
+                     % (real, _describe(st), chown))
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        found.append("%s is accessible by group or others (%s); expected "
+                     "mode %03o%s; fix: %s" % (real, _describe(st),
+                                               mode_wanted, why_private,
+                                               chmod))
+    return found
+
+
 def script_problems(st: os.stat_result, real: str) -> List[str]:
     """A script: owner root, no group/other access, executable."""
-    fix = "fix: chown root:root %s && chmod 700 %s" % (real, real)
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid != 0:
-        return ["%s is not owned by root (%s); %s" % (real, _describe(st),
-                                                       fix)]
-    if mode & 0o077:
-        return ["%s is accessible by group or others (%s); expected mode "
-                "700; %s" % (real, _describe(st), fix)]
-    if not mode & stat.S_IXUSR:
-        return ["%s is not executable (%s); %s" % (real, _describe(st), fix)]
-    return []
+    fix = "chown root:root %s && chmod 700 %s" % (real, real)
+    found = _file_problems(st, real, 0o700, "", fix, fix)
+    if not st.st_mode & stat.S_IXUSR:
+        found.append("%s is not executable (%s); fix: %s"
+                     % (real, _describe(st), fix))
+    return found
 
 
 def config_problems(st: os.stat_result, real: str) -> List[str]:
     """A configuration file names programs run as root: owner root, no
-    group/other access at all (Microsoft's extension refuses a file others
-    may read: its error 317), no execute bits (not a program; +x usually
-    means a careless chmod 755/777)."""
-    found = []
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid != 0:
-        found.append("%s is not owned by root (%s); fix: chown root:root %s"
-                     % (real, _describe(st), real))
-    if mode & 0o077:
-        found.append("%s is accessible by group or others (%s); expected "
-                     "mode 600, as Microsoft's extension requires (its "
-                     "error 317 refuses it); fix: chmod 600 %s"
-                     % (real, _describe(st), real))
-    if mode & 0o100:
+    group/other access (Microsoft's error 317), no execute bits (+x means
+    a careless chmod 755/777)."""
+    chmod = "chmod 600 %s" % real
+    found = _file_problems(st, real, 0o600, ", as Microsoft's extension "
+                           "requires (its error 317 refuses it)",
+                           "chown root:root %s" % real, chmod)
+    if st.st_mode & 0o100:
         found.append("%s has execute bits (%s): a configuration file is not "
-                     "a program; fix: chmod 600 %s"
-                     % (real, _describe(st), real))
+                     "a program; fix: %s" % (real, _describe(st), chmod))
     return found
 
 
@@ -156,12 +124,21 @@ def _describe(st: os.stat_result) -> str:
 
 
 def _writers(mode: int) -> str:
-    who = [w for w, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
-    return " and ".join(who)
+    return " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002))
+                        if mode & bit)
 
 
 def _components(path: str) -> List[str]:
     return [c for c in path.split("/") if c and c != "."]
+
+
+def _open_at(dfd: int, name: str, real: str, flags: int) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        raise Refusal("%s does not exist" % real, missing=True) from None
+    except OSError as exc:
+        raise Refusal("cannot open %s: %s" % (real, exc.strerror)) from None
 
 
 class _Walk:
@@ -187,26 +164,19 @@ class _Walk:
             raise Refusal("directory %s is not owned by root (%s); "
                           "fix: chown root:root %s"
                           % (real, _describe(st), real))
-        sticky_open = False
-        if mode & 0o022:
-            if not (mode & stat.S_ISVTX and mode & 0o002):
-                os.close(fd)
-                raise Refusal(
-                    "directory %s is writable by %s (%s); fix: chmod go-w %s"
-                    % (real, _writers(mode), _describe(st), real))
-            sticky_open = True   # acceptable as an ancestor only, see above
+        # World-writable but sticky: acceptable as an ancestor only.
+        sticky_open = bool(mode & 0o022)
+        if sticky_open and not (mode & stat.S_ISVTX and mode & 0o002):
+            os.close(fd)
+            raise Refusal(
+                "directory %s is writable by %s (%s); fix: chmod go-w %s"
+                % (real, _writers(mode), _describe(st), real))
         self.stack.append((fd, real, sticky_open))
 
     def step(self, name: str) -> Tuple[int, str]:
         dfd, dreal, _ = self.stack[-1]
         real = os.path.join(dreal, name)
-        try:
-            return os.open(name, _PATH_FLAGS, dir_fd=dfd), real
-        except (FileNotFoundError, NotADirectoryError):
-            raise Refusal("%s does not exist" % real, missing=True) from None
-        except OSError as exc:
-            raise Refusal("cannot open %s: %s" % (real, exc.strerror)) \
-                from None
+        return _open_at(dfd, name, real, _PATH_FLAGS), real
 
     def resolve(self) -> Tuple[TrustedFile, List[str]]:
         if not os.path.isabs(self.path):
@@ -270,13 +240,7 @@ class _Walk:
                 "its directory %s is world-writable (sticky); keep it in "
                 "a directory only root can write, e.g. /etc/vmsnapshot"
                 % dreal)
-        try:
-            fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
-        except FileNotFoundError:
-            raise Refusal("%s does not exist" % real, missing=True) from None
-        except OSError as exc:
-            raise Refusal("cannot open %s: %s" % (real, exc.strerror)) \
-                from None
+        fd = _open_at(dfd, name, real, _OPEN_FLAGS)
         try:
             fst = os.fstat(fd)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
@@ -310,11 +274,9 @@ def _script_message(path: str, phase: str, detail: str) -> str:
 
 
 def open_trusted(path: str, phase: str) -> TrustedScript:
-    """Resolve, check and open ``path``; the caller owns (and closes) the fd.
-
-    Raises VmsnapshotError: Pre/Post-ScriptNotFound when a component is
-    missing, InsufficientPermissionforPre/Post-Script for any trust problem.
-    """
+    """Resolve, check and open ``path``; the caller closes the fd. Raises
+    Pre/Post-ScriptNotFound when a component is missing,
+    InsufficientPermissionforPre/Post-Script for any trust problem."""
     entries = phase_entries(phase)
     try:
         trusted, problems = walk(path, script_problems)
@@ -331,11 +293,6 @@ def open_trusted(path: str, phase: str) -> TrustedScript:
                          entries.no_permission)
     assert trusted is not None
     return trusted
-
-
-def open_trusted_script(path: str, phase: str) -> int:
-    """Like :func:`open_trusted`; only the fd (O_RDONLY|O_CLOEXEC)."""
-    return open_trusted(path, phase).fd
 
 
 def check_script(path: str, phase: str) -> None:

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
+from vmsnapshot import exitstatus
 from vmsnapshot.config.azuremode import (
     AZURE_JSON, PLUGIN_NAME, is_wrapper_config, wrapper_paths)
 from vmsnapshot.config import azure_json
@@ -248,7 +249,7 @@ def azure_command(action: str, root: str = "",
             disable(paths)
     except AzureModeError as e:
         print("vmsnapshot azure %s: %s" % (action, e.record), file=sys.stderr)
-        return 1
+        return exitstatus.PROBLEMS
     for line in done:
         print(line)
-    return 0
+    return exitstatus.OK

@@ -12,6 +12,7 @@ import fnmatch
 import shlex
 from typing import List, Optional, Tuple
 
+from vmsnapshot import exitstatus
 from vmsnapshot import trust
 from vmsnapshot.freeze import native
 from vmsnapshot.mounts import mountinfo
@@ -24,9 +25,6 @@ from vmsnapshot.config.search import (
     CONF_D, FORMAT_NAMES, NATIVE_PATH, SEARCH_ORDER, Sources, read_sources)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.errtext import error_lines
-
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
 
 
 def _describe_files(found: Sources, root: str) -> List[str]:
@@ -219,4 +217,4 @@ def check_command(config_path: Optional[str], root: str = "/") -> int:
         print(line)
     level, why = _prediction(config, config_ok, pre_ok, module_ok, plan_ok)
     print(_summary(level, why, len(problems)))
-    return EXIT_OK if not problems else EXIT_PROBLEMS
+    return exitstatus.OK if not problems else exitstatus.PROBLEMS

@@ -18,12 +18,13 @@ import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from vmsnapshot import exitstatus
+from vmsnapshot.cycle import collect
 from vmsnapshot.cycle import detach
 from vmsnapshot.cycle import holder
 from vmsnapshot.cycle import policy
 from vmsnapshot.commands.run import deliver_json
 from vmsnapshot.errors import VmsnapshotError
-from vmsnapshot.cycle.lock import run_dir
+from vmsnapshot.rundir import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _died(dead: Optional[Tuple[int, holder.HolderArgs]]
         return None
     print("vmsnapshot post: the holder died before this post; running the "
           "post-scripts", file=sys.stderr)
-    report = holder.finish_for_dead_holder(*dead)
+    report = collect.finish_for_dead_holder(*dead)
     detach.sweep_dead_holders()
     from vmsnapshot.results import publish
     publish(report.to_json())
@@ -93,12 +94,12 @@ def post_command(failed: bool, require: str = policy.FILESYSTEM,
     """lenient: with nothing to finish, exit 0 (qemu-ga's thaw hook runs
     even when its freeze hook refused)."""
     try:
-        data = holder.ask_for_report(failed)
+        data = collect.ask_for_report(failed)
     except VmsnapshotError as e:
         print("vmsnapshot post: %s" % e.record(), file=sys.stderr)
         return exitstatus.NOT_CONSISTENT
     if data is None:
-        data = holder.claim_unclaimed() or _died(holder.died_holder())
+        data = collect.claim_unclaimed() or _died(collect.died_holder())
         if data is None:
             print("vmsnapshot post: no `vmsnapshot pre` is holding anything "
                   "(none ran, it was refused, or a post already finished it;"

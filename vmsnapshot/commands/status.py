@@ -6,10 +6,8 @@ import json
 import sys
 from typing import Any, Dict, List
 
+from vmsnapshot import exitstatus
 from vmsnapshot.results import history
-
-EXIT_OK = 0
-EXIT_NO_HISTORY = 1
 
 
 def _row(r: Dict[str, Any]) -> str:
@@ -28,12 +26,12 @@ def status_command(json_output: bool, count: int) -> int:
     reports: List[Dict[str, Any]] = history.load(count)
     if json_output:
         print(json.dumps({"runs": reports}, indent=2))
-        return EXIT_OK if reports else EXIT_NO_HISTORY
+        return exitstatus.OK if reports else exitstatus.PROBLEMS
     if not reports:
         print("no runs recorded in %s" % history.runs_dir(), file=sys.stderr)
-        return EXIT_NO_HISTORY
+        return exitstatus.PROBLEMS
     print("%-24s %-8s %-11s %-5s %10s  %s" % (
         "WHEN (UTC)", "TRIGGER", "LEVEL", "SNAP", "FROZEN", "ERRORS"))
     for r in reports:
         print(_row(r))
-    return EXIT_OK
+    return exitstatus.OK

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Callable, List, Optional
 
+from vmsnapshot import exitstatus
 from vmsnapshot.scripts import cgroup
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def start_holder(args_json: str, notify_path: str, unit: str,
         return
     if os.fork() != 0:
         return
-    status = 70
+    status = exitstatus.INTERNAL   # unless hold_here() returns
     try:
         _become_daemon()
         status = hold_here()

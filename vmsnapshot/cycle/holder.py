@@ -8,7 +8,8 @@ lock, runs the pre phase, freezes (unless the agent freezes itself), tells
 `pre` whether the snapshot may go ahead, then waits for `post` on a socket
 in the run directory until the freeze deadline. Then it thaws, releases,
 runs the post phase and sends the report to `post` (or, if `post` never
-came, leaves it unclaimed for the next one).
+came, leaves it unclaimed for the next one). `post`'s side of this is
+vmsnapshot.cycle.collect.
 
 Backup agents run under systemd, and a restart of the agent's unit kills
 everything in its cgroup; the holder (with its guardian) must not be in
@@ -22,11 +23,10 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, List, Optional, Sequence, Tuple
 
-from vmsnapshot.cycle import detach
-from vmsnapshot.cycle import policy
+from vmsnapshot import exitstatus
 from vmsnapshot.freeze import state
 from vmsnapshot.cycle.whole import (FreezeStep, RunOptions, load_run_config,
                               plan_mounts, post_phase, pre_phase)
@@ -35,8 +35,8 @@ from vmsnapshot.scripts.held import HeldHook
 from vmsnapshot.cycle.frozenlog import logs_held_in_memory
 from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import Report, SnapshotReport, write_status_file
-from vmsnapshot.cycle.lock import RunLock, run_dir
-from vmsnapshot.scripts.oneshot import run_phase
+from vmsnapshot.cycle.lock import RunLock
+from vmsnapshot.rundir import run_dir
 from vmsnapshot.cycle.signals import SignalTrap
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ def hold(args: HolderArgs, notify_path: str) -> int:
         lock.acquire()
     except VmsnapshotError as e:
         _tell(notify, False, [e.record()])
-        return 3
+        return exitstatus.FAILED
     try:
-        _forget(UNCLAIMED_NAME)         # a new cycle: that one is history
+        forget(UNCLAIMED_NAME)         # a new cycle: that one is history
         write_status_file({"pid": os.getpid(), "args": args.dumps()},
                           path(MARKER_NAME))
         o = Outcomes(trigger=args.trigger, split=True,
@@ -92,9 +92,9 @@ def hold(args: HolderArgs, notify_path: str) -> int:
         from vmsnapshot.results import publish   # after the thaw
         publish(report.to_json())
     finally:
-        _forget(MARKER_NAME)
+        forget(MARKER_NAME)
         lock.release()
-    return 0
+    return exitstatus.OK
 
 
 def _cycle(args: HolderArgs, notify: socket.socket, o: Outcomes
@@ -187,7 +187,7 @@ def _tell(notify: socket.socket, proceed: bool,
 
 
 def _listen() -> socket.socket:
-    _forget(SOCKET_NAME)         # stale: we hold the lock, nobody else does
+    forget(SOCKET_NAME)         # stale: we hold the lock, nobody else does
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path(SOCKET_NAME))     # run_dir() is 0700 root: root only
     sock.listen(4)
@@ -220,7 +220,7 @@ def _wait_post(listener: socket.socket, deadline: float, trap: SignalTrap,
         return None, False
     finally:
         listener.close()
-        _forget(SOCKET_NAME)
+        forget(SOCKET_NAME)
 
 
 def _finish(report: Report, conn: Optional[socket.socket]) -> None:
@@ -243,79 +243,8 @@ def _finish(report: Report, conn: Optional[socket.socket]) -> None:
         conn.close()
 
 
-def _forget(name: str) -> None:
+def forget(name: str) -> None:
     try:
         os.unlink(path(name))
     except FileNotFoundError:
         pass
-
-
-def claim_unclaimed() -> Optional[Dict[str, Any]]:
-    """The report a holder left when no post came in time, once."""
-    try:
-        with open(path(UNCLAIMED_NAME), encoding="utf-8") as f:
-            data: Dict[str, Any] = json.load(f)
-    except FileNotFoundError:
-        return None
-    _forget(UNCLAIMED_NAME)
-    return data
-
-
-def died_holder() -> Optional[Tuple[int, HolderArgs]]:
-    """(pid, arguments) of a holder that died without finishing (SIGKILL,
-    OOM): its marker is left and no such process exists. Forgets it."""
-    try:
-        with open(path(MARKER_NAME), encoding="utf-8") as f:
-            marker = json.load(f)
-        pid, args = int(marker["pid"]), HolderArgs.loads(marker["args"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if detach.running(pid):
-        return None                     # alive (busy in its pre phase)
-    _forget(MARKER_NAME)
-    return pid, args
-
-
-def finish_for_dead_holder(pid: int, args: HolderArgs) -> Report:
-    """What `post` does when the holder was killed: its guardian thawed
-    and its held scripts saw EOF, but nobody ran the post-scripts; run
-    every plugin's (they undo what a pre-script may have done) and say
-    that nothing vouches for the snapshot."""
-    o = Outcomes(trigger=args.trigger, split=True,
-                 agent_froze=args.no_freeze)
-    o.config, errors = load_run_config(RunOptions(args.config_path))
-    o.config_errors = tuple(errors)
-    o.post = tuple(run_phase(o.config.plugins, "post"))
-    o.interrupted = ErrorRecord(
-        Catalogue.RUN_INTERRUPTED,
-        "the holder process (pid %d) died before post; its guardian thawed "
-        "what it had frozen" % pid)
-    # The agent may have taken its snapshot while the mounts were still
-    # frozen, or after the guardian thawed: crash is all one can vouch for.
-    return replace(judge(o), consistency=policy.CRASH)
-
-
-def ask_for_report(failed: bool) -> Optional[Dict[str, Any]]:
-    """`post`'s side: tell the holder to finish; its report and summary,
-    or None when no holder is listening."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path(SOCKET_NAME))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
-    with sock:
-        sock.sendall(b"post-failed\n" if failed else b"post\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    if not chunks:
-        raise VmsnapshotError(
-            "the holder ended without a report (see %s)" % path(STATUS_NAME),
-            Catalogue.RUN_INTERRUPTED)
-    result: Dict[str, Any] = json.loads(b"".join(chunks).decode())
-    return result
-

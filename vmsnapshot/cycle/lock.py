@@ -11,15 +11,13 @@ import os
 from typing import List
 
 from vmsnapshot.errors import Catalogue, VmsnapshotError
+from vmsnapshot.rundir import run_dir
+
+__all__ = ["AZURE_LOCK", "RunLock", "run_dir"]
 
 # The Azure VM backup extension takes this lock around its own freeze; taking
 # it too keeps the two from freezing at the same time.
 AZURE_LOCK = "/etc/azure/MicrosoftRecoverySvcsSafeFreezeLock/SafeFreezeLockFile"
-
-
-def run_dir() -> str:
-    """/run/vmsnapshot: tmpfs, never frozen. Tests point it elsewhere."""
-    return os.environ.get("VMSNAPSHOT_RUN_DIR", "/run/vmsnapshot")
 
 
 class RunLock:

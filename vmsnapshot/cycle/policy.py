@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-APPLICATION = "application"
-FILESYSTEM = "filesystem"
-CRASH = "crash"
-FAILED = "failed"
-LEVELS = (FAILED, CRASH, FILESYSTEM, APPLICATION)   # lowest first
+# The levels are spelled once, in vmsnapshot.levels; the decisions are here.
+from vmsnapshot.levels import (APPLICATION, CRASH, FAILED, FILESYSTEM,
+                               LEVELS, at_least)
 
-
-def at_least(level: str, required: str) -> bool:
-    """LEVEL is as good as REQUIRED or better (--require)."""
-    return LEVELS.index(level) >= LEVELS.index(required)
+__all__ = ["APPLICATION", "CRASH", "FAILED", "FILESYSTEM", "LEVELS",
+           "at_least", "PreOutcome", "FreezeOutcome", "may_proceed", "level"]
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import native
+from vmsnapshot.freeze.state import nothing_left_frozen
 from vmsnapshot.errors import Catalogue, FreezeError
 
 DEFAULT_GRACE_S = 1.0
-
-_BUSY = ("frozen", "freezing", "thawing")
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class Guardian:
         self._lib = lib
         self.pid = pid
         self.notify_fd = sock
+        self._watch = ChildWatch(pid)   # its exit, without a polling sleep
         self._exit: Optional[GuardianExit] = None
         self._stopped = False
 
@@ -140,24 +140,14 @@ class Guardian:
             return self._exit or GuardianExit(None, None)
         self._stopped = True
         idle = run is None or run.idle()
-        clean = run is None or (idle and not any(
-            o.state in _BUSY for o in run.outcomes()))
-        if clean:
+        if run is None or nothing_left_frozen(run):
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
         os.close(self.notify_fd)
-        if idle:
-            self._wait(timeout_s)
-        return self._reap() or GuardianExit(None, None)
-
-    def _wait(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        # It exits within a millisecond of a clean end: poll fast first
-        # (a fixed 5 ms sleep was 5 ms of every run's fixed cost).
-        pause = 0.0002
-        while self._reap() is None:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.005)
-        return True
+        try:
+            if idle:
+                # It exits within a millisecond of a clean end.
+                self._watch.wait(timeout_s)
+            return self._reap() or GuardianExit(None, None)
+        finally:
+            self._watch.close()

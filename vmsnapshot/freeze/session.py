@@ -183,9 +183,7 @@ class FreezeSession:
                 elif ended.thawed or not ended.clean:
                     log.warning("guardian: %s", ended.describe())
                 self.guardian = None
-            if self.run.idle() and not any(
-                    o.state in ("frozen", "freezing", "thawing")
-                    for o in self.run.outcomes()):
+            if state.nothing_left_frozen(self.run):
                 state.clear_state()
 
     def report(self) -> FreezeResult:

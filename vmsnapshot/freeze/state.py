@@ -6,7 +6,7 @@ supervisor and its guardian die, it is what `vmsnapshot thaw --recover`
 thaws. Each entry records enough identity to tell the mount the run froze
 from a later one: the device number alone is not enough (loop and dm
 numbers are reused), nor the path (it may be over-mounted), nor the mount
-id (ids are reused too). See commands/thaw.py for how they are checked.
+id (ids are reused too). See freeze/recover.py for how they are checked.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 from vmsnapshot.freeze import native
 from vmsnapshot.atomicfile import write_atomic
-from vmsnapshot.cycle.lock import run_dir
+from vmsnapshot.rundir import run_dir
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,17 @@ def entry_for(path: str, fd: int, info) -> FrozenEntry:
     return FrozenEntry(path, info.major, info.minor, info.fstype,
                        info.mount_id, info.root, ident.fsid, ident.root_ino,
                        ident.mnt_id_unique, ident.uuid)
+
+
+# A mount in one of these states may still be (or become) frozen.
+_BUSY = ("frozen", "freezing", "thawing")
+
+
+def nothing_left_frozen(run: "native.FreezeRun") -> bool:
+    """Nothing of this run is, or can still become, frozen: no worker is
+    inside an ioctl and no mount is frozen or on its way. The one test
+    before the state file goes and before the guardian ends unthawing."""
+    return run.idle() and not any(o.state in _BUSY for o in run.outcomes())
 
 
 def state_path() -> str:

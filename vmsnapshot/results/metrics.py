@@ -12,15 +12,15 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from vmsnapshot.cycle import policy
+from vmsnapshot import levels
 from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.results import history
 
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 FILE_NAME = "vmsnapshot.prom"
 COUNTERS_NAME = "counters.json"
-# best first; the one spelling of the levels is vmsnapshot.cycle.policy
-LEVELS = tuple(reversed(policy.LEVELS))
+# best first; the one spelling of the levels is vmsnapshot.levels
+LEVELS = levels.BEST_FIRST
 
 Labels = Tuple[Tuple[str, str], ...]
 

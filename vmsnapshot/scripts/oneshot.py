@@ -24,7 +24,8 @@ from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts.spawn import (ProcessResult, ShouldStop, clean_env,
                               run_process)
-from vmsnapshot.trust import TrustedScript, open_trusted, phase_entries
+from vmsnapshot.errors import phase_entries
+from vmsnapshot.trust import TrustedScript, open_trusted
 
 log = logging.getLogger(__name__)
 

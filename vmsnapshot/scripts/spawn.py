@@ -2,13 +2,14 @@
 command.
 
 Every child gets its own session, so its process group holds everything it
-forks. Output (stdout+stderr) is drained by a thread into a bounded buffer, so
-a child printing megabytes neither blocks nor grows our memory. Ending a
+forks. Output (stdout+stderr) is drained by a thread into a bounded buffer
+(vmsnapshot.scripts.output); how it ended is a ProcessResult
+(vmsnapshot.scripts.result). Ending a
 child always escalates SIGTERM -> grace -> SIGKILL on the whole group, and
 nothing returns before the child was reaped.
 
 The group is signalled only while the leader is unreaped (exit is detected
-with waitid(WNOWAIT) or a pidfd, and reaping comes last): a zombie leader pins
+by vmsnapshot.childwait, which never reaps; reaping comes last): a zombie leader pins
 its pid, so the process group id cannot have been reused by another process.
 After the leader exits, whatever is left of its group is killed: a script's
 background children do not outlive it (nor hold its stdout open forever).
@@ -24,25 +25,28 @@ hooks): it imports everything up front and touches no disk.
 from __future__ import annotations
 
 import os
-import pwd
-import select
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
+from vmsnapshot.childwait import STOP_POLL, ChildWatch
 from vmsnapshot.scripts import cgroup as cgroups
+from vmsnapshot.scripts.env import ROOT_HOME, SCRIPT_PATH, clean_env
+from vmsnapshot.scripts.output import Drain
+from vmsnapshot.scripts.result import ProcessResult, signal_name
+
+__all__ = ["DEVNULL", "PIPE", "OUTPUT_LIMIT", "TAIL_LINES", "STOP_POLL",
+           "ShouldStop", "never", "SCRIPT_PATH", "ROOT_HOME", "clean_env",
+           "signal_name", "ProcessResult", "ProcessHandle", "start_process",
+           "run_process"]
 
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
 OUTPUT_LIMIT = 64 * 1024
 TAIL_LINES = 20
 DRAIN_DELAY = 0.2       # s to wait for output after the leader exited
-_POLL_STEP = 0.01       # s between exit checks without a pidfd
-_READ_SIZE = 65536
-STOP_POLL = 0.03        # s between should_stop() checks while waiting
 
 ShouldStop = Callable[[], bool]
 
@@ -51,147 +55,13 @@ def never() -> bool:
     """The default should_stop: nothing asks to stop."""
     return False
 
-SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _root_home() -> str:
-    try:
-        return pwd.getpwuid(0).pw_dir or "/root"
-    except KeyError:
-        return "/root"
-
-
-ROOT_HOME = _root_home()
-
-
-def clean_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """The minimal environment scripts get (nothing leaks from the caller)."""
-    env = {"PATH": SCRIPT_PATH, "LANG": "C.UTF-8", "HOME": ROOT_HOME}
-    env.update(extra or {})
-    return env
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "SIG%d" % signum
-
-
-@dataclass(frozen=True)
-class ProcessResult:
-    """How a child process ended and what it printed."""
-
-    argv: Tuple[str, ...]
-    returncode: int                # negative: killed by that signal
-    signal: Optional[str]          # e.g. "SIGKILL" when returncode < 0
-    timed_out: bool
-    duration_ms: float
-    output_tail: Tuple[str, ...]   # last lines of stdout+stderr
-    bytes_dropped: int             # output beyond the buffer, discarded
-    interrupted: bool = False      # stopped because should_stop() said so
-
-    def describe(self) -> str:
-        if self.signal is not None:
-            status = "killed by signal %s" % self.signal
-        else:
-            status = "exit status %d" % self.returncode
-        if self.interrupted:
-            return "stopped after %.1f s: the run was interrupted (%s)" % (
-                self.duration_ms / 1000, status)
-        if self.timed_out:
-            return "timed out after %.1f s (%s)" % (self.duration_ms / 1000,
-                                                    status)
-        return status
-
-
-class _Drain(threading.Thread):
-    """Reads the child's output pipes until EOF or stop(); keeps the last
-    ``limit`` bytes. Optionally reports a given line on one pipe (READY)."""
-
-    def __init__(self, fds: Sequence[int], limit: int,
-                 watch_fd: Optional[int] = None, watch_line: bytes = b""):
-        super().__init__(name="vmsnapshot-drain", daemon=True)
-        self.fds = list(fds)
-        self.limit = limit
-        self.buf = bytearray()
-        self.dropped = 0
-        self.watch_fd = watch_fd
-        self.watch_line = watch_line
-        self.partial = b""
-        self.line_seen = threading.Event()
-        self.changed = threading.Condition()
-        self.wake_r, self.wake_w = os.pipe()   # CLOEXEC; wakes poll() on stop
-        for fd in self.fds + [self.wake_r]:
-            os.set_blocking(fd, False)
-
-    def run(self) -> None:
-        poller = select.poll()
-        for fd in self.fds + [self.wake_r]:
-            poller.register(fd, select.POLLIN)
-        try:
-            while self.fds:
-                events = poller.poll()
-                if any(fd == self.wake_r for fd, _ in events):
-                    break
-                for fd, _ in events:
-                    self._read(fd, poller)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.fds = []
-            with self.changed:
-                self.changed.notify_all()
-
-    def _read(self, fd: int, poller: "select.poll") -> None:
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        if not data:
-            poller.unregister(fd)
-            self.fds.remove(fd)
-            os.close(fd)
-            return
-        if fd == self.watch_fd and not self.line_seen.is_set():
-            self._watch(data)
-        self.buf += data
-        over = len(self.buf) - self.limit
-        if over > 0:
-            del self.buf[:over]
-            self.dropped += over
-
-    def _watch(self, data: bytes) -> None:
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()[-256:]
-        if any(line.strip() == self.watch_line for line in lines):
-            with self.changed:
-                self.line_seen.set()
-                self.changed.notify_all()
-
-    def stop(self) -> None:
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-
-    def tail(self, lines: int) -> Tuple[str, ...]:
-        text = bytes(self.buf).decode("utf-8", "replace").splitlines()
-        if self.dropped and len(text) > 1:
-            text = text[1:]     # its start was dropped
-        return tuple(line.rstrip() for line in text[-lines:])
-
 
 class ProcessHandle:
     """A running child in its own session. ``wait``/``stop`` return the
     ProcessResult once the child is reaped; both are idempotent."""
 
     def __init__(self, argv: Tuple[str, ...], proc: subprocess.Popen,
-                 drain: _Drain, stdin_fd: Optional[int], grace: float,
+                 drain: Drain, stdin_fd: Optional[int], grace: float,
                  tail_lines: int, started: float,
                  cgroup: Optional[cgroups.ScriptCgroup] = None):
         self.argv = argv
@@ -203,31 +73,23 @@ class ProcessHandle:
         self.grace = grace
         self.tail_lines = tail_lines
         self.started = started
-        self.exited_at: Optional[float] = None
         self.result: Optional[ProcessResult] = None
-        self.pidfd: Optional[int] = None
+        self.watch = ChildWatch(self.pid)
         self._lock = threading.Lock()          # signals vs. the reap
         self._finishing = threading.Lock()     # fds are closed only once
-        if hasattr(os, "pidfd_open"):
-            try:
-                self.pidfd = os.pidfd_open(self.pid)
-            except OSError:     # kernel < 5.3: fall back to polling
-                self.pidfd = None
 
     # -- state ---------------------------------------------------------
+    @property
+    def exited_at(self) -> Optional[float]:
+        return self.watch.exited_at
+
+    @property
+    def pidfd(self) -> Optional[int]:
+        return self.watch.pidfd
+
     def exited(self) -> bool:
         """True once the leader has exited (unreaped until the end)."""
-        if self.exited_at is not None:
-            return True
-        try:
-            info = os.waitid(os.P_PID, self.pid,
-                             os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            info = True      # already reaped by us
-        if info is None:
-            return False
-        self.exited_at = time.monotonic()
-        return True
+        return self.watch.exited()
 
     def alive(self) -> bool:
         return not self.exited()
@@ -236,23 +98,7 @@ class ProcessHandle:
                   should_stop: Optional[ShouldStop] = None) -> bool:
         """Wait for the leader to exit (not reaping it); False on timeout or
         as soon as ``should_stop()`` is true (polled every STOP_POLL s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.exited():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            if should_stop is not None:
-                if should_stop():
-                    return False
-                left = STOP_POLL if left is None else min(left, STOP_POLL)
-            if self.pidfd is not None:
-                poller = select.poll()
-                poller.register(self.pidfd, select.POLLIN)
-                poller.poll(None if left is None else max(1, int(left * 1000)))
-            else:
-                time.sleep(_POLL_STEP if left is None else
-                           min(_POLL_STEP, left))
-        return True
+        return self.watch.wait(timeout, should_stop)
 
     def wait_line(self, timeout: float,
                   should_stop: Optional[ShouldStop] = None) -> bool:
@@ -345,9 +191,7 @@ class ProcessHandle:
             self.cgroup.remove()
         self.close_stdin()
         self.drain.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        self.watch.close()
         return ProcessResult(
             argv=self.argv, returncode=returncode,
             signal=signal_name(-returncode) if returncode < 0 else None,
@@ -403,7 +247,7 @@ def start_process(argv: Sequence[str], *,
             cg = None
     reads = [out_r] + ([err_r] if err_r is not None else [])
     try:
-        drain = _Drain(reads, output_limit, watch_fd=out_r,
+        drain = Drain(reads, output_limit, watch_fd=out_r,
                        watch_line=watch_line or b"")
         drain.start()
     except BaseException:   # no thread to drain it: do not leave it running
