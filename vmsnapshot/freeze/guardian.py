@@ -29,8 +29,6 @@ from vmsnapshot.errors import Catalogue, FreezeError
 
 DEFAULT_GRACE_S = 1.0
 
-_BUSY = ("frozen", "freezing", "thawing")
-
 
 @dataclass(frozen=True)
 class GuardianExit:
@@ -139,9 +137,10 @@ class Guardian:
         if self._stopped:
             return self._exit or GuardianExit(None, None)
         self._stopped = True
-        idle = run is None or run.idle()
-        clean = run is None or (idle and not any(
-            o.state in _BUSY for o in run.outcomes()))
+        # One snapshot of the run for both decisions.
+        status = None if run is None else run.status()
+        idle = status is None or status.idle
+        clean = status is None or status.settled
         if clean:
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
