@@ -267,7 +267,7 @@ def test_no_fd_or_process_leak(loopfs_factory):
         os.close(fd)
 
 
-# The guardian's wire format (struct note in csrc/vmsfreeze.c), spoken by
+# The guardian's wire format (struct note in csrc/guardian_proto.h), spoken by
 # hand so that a supervisor dying inside FIFREEZE -- its outcome record
 # never sent -- can be replayed deterministically.
 NOTE = struct.Struct("=IIIi")
