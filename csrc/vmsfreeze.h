@@ -99,7 +99,9 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
  * The two halves of vms_freeze(), so that another thread can hold the run
  * (and call vms_abort) while vms_start() blocks.  vms_prepare() freezes
  * nothing and starts no thread, but forks the probes (a fraction of a
- * millisecond each); vms_start() is called at most once and
+ * millisecond each) and makes the watchdog's eventfd (EMFILE...), so that
+ * nothing can fail for want of a descriptor once something is frozen;
+ * vms_start() is called at most once and
  * returns 0, or -1 with errno (EALREADY, EAGAIN: no watchdog thread, in
  * which case nothing was frozen).  The deadline counts from vms_start().
  * A prepared run that is never started is released with vms_free().
@@ -115,7 +117,8 @@ int vms_start(struct vms_run *run);
  * thaws its mount when it returns.  Unlike the deadline, it does not count
  * as the watchdog firing (vms_status's fired stays 0).  Never blocks.
  * Returns 1 if it stopped a freeze in progress, 0 if it came too late
- * (vms_thaw ran or the watchdog fired already).
+ * (vms_thaw ran, the watchdog fired, or the run was already ending because
+ * its guardian went away).
  */
 int vms_abort(struct vms_run *run);
 
