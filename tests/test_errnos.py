@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable, Iterator, List
@@ -17,6 +19,8 @@ from vmsnapshot.errors import Catalogue
 from vmsnapshot.freeze import errnos, native
 from vmsnapshot.freeze.records import RunStatus
 from vmsnapshot.freeze.result import SessionResult, TargetResult
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -193,3 +197,15 @@ def test_status_is_one_snapshot_while_the_watchdog_fires(loopfs_factory,
     assert final.settled
     for a in lfs:
         assert not is_frozen(a.mountpoint)
+
+
+def test_the_freeze_session_never_imports_the_report():
+    """freeze/ hands back its own records; the rows are the cycle's
+    (an arrow upward before: freeze/session.py imported cycle/report.py)."""
+    code = ("import sys, vmsnapshot.freeze.session; "
+            "print(sorted(m for m in sys.modules if m.startswith("
+            "('vmsnapshot.cycle.report', 'vmsnapshot.cycle.outcome', "
+            "'vmsnapshot.commands'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True,
+                         cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
+    assert out.strip() == "[]"
