@@ -82,10 +82,6 @@ class FreezeRun:
         self._max_threads = max_threads
         self._notify_fd = notify_fd
         self._runp = self._ffi.new("struct vms_run **")
-        # vms_status's buffers, made here so that reading the status
-        # allocates nothing in C.
-        self._st = self._ffi.new("struct vms_status *")
-        self._out = self._ffi.new("struct vms_mount[]", max(self._n, 1))
         self._run: Any = None
         self._thawed = False
         self._collected = False
@@ -176,7 +172,10 @@ class FreezeRun:
             return RunStatus(False, None, False, True, tuple(
                 MountOutcome(p, "pending", 0, 0, False, 0.0, 0.0)
                 for p in self.paths))
-        st, m = self._st, self._out
+        # Buffers of its own per call: status() may be read from two
+        # threads at once (cffi releases the GIL inside vms_status).
+        st = self._ffi.new("struct vms_status *")
+        m = self._ffi.new("struct vms_mount[]", max(self._n, 1))
         if self._lib.vms_status(self._run, st, m, self._n) != 0:
             self._fail(self._ffi.errno)
         outcomes = tuple(MountOutcome(
