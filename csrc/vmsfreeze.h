@@ -8,6 +8,10 @@
  *
  * The caller opens every mount fd before the first FIFREEZE (opening a path
  * on a frozen filesystem may block); the core never opens paths itself.
+ *
+ * The core records the errno of every FIFREEZE and FITHAW and judges none:
+ * what each errno means (EBUSY: frozen by someone else, EOPNOTSUPP: cannot
+ * freeze, ...) is decided in one place, vmsnapshot/freeze/errnos.py.
  */
 #ifndef VMSFREEZE_H
 #define VMSFREEZE_H
@@ -32,12 +36,14 @@ struct vms_mount {
 	int fd;			/* in: O_RDONLY|O_DIRECTORY fd on the mount */
 	int wave;		/* in: wave 0 freezes first and thaws last */
 	int state;		/* out: enum vms_state */
-	int freeze_errno;	/* out: errno of FIFREEZE, 0 on success */
+	int freeze_errno;	/* out: errno of FIFREEZE (or of the fd check
+				   or guardian record before it), 0 if none */
 	int thaw_errno;		/* out: errno of FITHAW, 0 on success */
 	int thawed_by_watchdog;	/* out: 1 if the watchdog (or the late-freeze
 				   rule) thawed it rather than vms_thaw() */
-	int thawed_early;	/* out: 1 if it was found thawed by someone
-				   else before our own thaw (see vms_freeze) */
+	int thawed_early;	/* out: 1 if its probe saw it thawed by
+				   someone else before our own thaw (see
+				   vms_freeze, vms_collect) */
 	int64_t freeze_ns;	/* out: time spent in FIFREEZE */
 	int64_t thaw_ns;	/* out: time spent in FITHAW */
 };
@@ -53,7 +59,7 @@ struct vms_run;
  *
  * The run copies mounts[] and dup()s every fd (F_DUPFD_CLOEXEC), so the
  * caller may close its fds and free the array at any time; results are
- * read back with vms_get().  A bad fd or one that is not a directory fails
+ * read back with vms_status().  A bad fd or one that is not a directory fails
  * that mount (EBADF / ENOTDIR) without a FIFREEZE.
  *
  * Blocks until every wave has been attempted or the watchdog fired
@@ -79,8 +85,8 @@ struct vms_run;
  * vms_guardian_spawn); after our freeze it tells when the mount was
  * thawed: before our own thaw means somebody else thawed it (fsfreeze -u,
  * maybe followed by a refreeze), and vms_collect() then sets
- * thawed_early, as does a FITHAW of ours that finds the mount not frozen
- * (EINVAL).  A child, not a thread: a thread asleep on a frozen mount
+ * thawed_early.  (A FITHAW of ours that finds the mount not frozen
+ * records its EINVAL in thaw_errno; Python reads that too.)  A child, not a thread: a thread asleep on a frozen mount
  * would keep this process (and the guardian's socket) alive even after
  * SIGKILL.
  *
@@ -93,7 +99,9 @@ int vms_freeze(struct vms_mount *mounts, size_t n, int64_t timeout_ms,
  * The two halves of vms_freeze(), so that another thread can hold the run
  * (and call vms_abort) while vms_start() blocks.  vms_prepare() freezes
  * nothing and starts no thread, but forks the probes (a fraction of a
- * millisecond each); vms_start() is called at most once and
+ * millisecond each) and makes the watchdog's eventfd (EMFILE...), so that
+ * nothing can fail for want of a descriptor once something is frozen;
+ * vms_start() is called at most once and
  * returns 0, or -1 with errno (EALREADY, EAGAIN: no watchdog thread, in
  * which case nothing was frozen).  The deadline counts from vms_start().
  * A prepared run that is never started is released with vms_free().
@@ -107,9 +115,10 @@ int vms_start(struct vms_run *run);
  * FIFREEZE starts, everything this run froze is thawed (by the watchdog,
  * in reverse waves) and vms_start() returns; a worker stuck in FIFREEZE
  * thaws its mount when it returns.  Unlike the deadline, it does not count
- * as the watchdog firing (vms_watchdog_fired stays 0).  Never blocks.
+ * as the watchdog firing (vms_status's fired stays 0).  Never blocks.
  * Returns 1 if it stopped a freeze in progress, 0 if it came too late
- * (vms_thaw ran or the watchdog fired already).
+ * (vms_thaw ran, the watchdog fired, or the run was already ending because
+ * its guardian went away).
  */
 int vms_abort(struct vms_run *run);
 
@@ -129,28 +138,34 @@ int vms_thaw(struct vms_run *run);
  * mount saw somebody else's thaw, and sets thawed_early.  Waits at most
  * a second in all (a probe whose FITHAW failed never passes).  Kept apart
  * from vms_thaw so that the thaw's own timing does not include it.
- * Returns the number of mounts found thawed early.  Idempotent.
+ * Returns the number of mounts its probes found thawed early.  Idempotent.
  */
 int vms_collect(struct vms_run *run);
 
-/* 1 once the watchdog's deadline has passed and it thawed. */
-int vms_watchdog_fired(struct vms_run *run);
-
-/* Nanoseconds from the start of vms_freeze to the watchdog's firing, or -1. */
-int64_t vms_watchdog_fired_after_ns(struct vms_run *run);
+/* The run as one consistent snapshot, taken under one lock. */
+struct vms_status {
+	int fired;		/* the watchdog fired: its deadline passed, the
+				   guardian went away or vms_free came first
+				   (not a plain vms_abort) */
+	int64_t fired_after_ns;	/* from vms_start to the firing, or -1 */
+	int guardian_lost;	/* the guardian went away (socket closed or a
+				   record could not be sent) before vms_thaw:
+				   the watchdog then fired at once */
+	int idle;		/* no worker of the run is inside FIFREEZE or
+				   FITHAW */
+	size_t n;		/* records copied into mounts[] */
+};
 
 /*
- * 1 if the guardian went away (socket closed or a record could not be
- * sent) before vms_thaw(): the watchdog then fired at once.
+ * Fill *out and mounts[0..min(n, the run's mount count)) with the run's
+ * state and every mount's record (state, errnos, timings; fd is the
+ * caller's original fd number), all read under the run's lock at once, so
+ * that a decision taken from it (is anything left frozen? is any worker
+ * still inside an ioctl?) sees one moment.  Never blocks on a filesystem.
+ * Returns 0, or -1 (EINVAL).
  */
-int vms_guardian_lost(struct vms_run *run);
-
-/*
- * Copy mount i's current record (state, errnos, timings) into *out; out->fd
- * is the caller's original fd number.
- * Returns 0, or -1 (EINVAL) if i is out of range.
- */
-int vms_get(struct vms_run *run, size_t i, struct vms_mount *out);
+int vms_status(struct vms_run *run, struct vms_status *out,
+	       struct vms_mount *mounts, size_t n);
 
 /*
  * Release the run.  Workers still blocked in FIFREEZE keep their own
@@ -159,9 +174,6 @@ int vms_get(struct vms_run *run, size_t i, struct vms_mount *out);
  * in the background.
  */
 void vms_free(struct vms_run *run);
-
-/* 1 when no worker thread of the run is still inside a syscall. */
-int vms_run_idle(struct vms_run *run);
 
 /*
  * One FITHAW on fd, outside any run (for `thaw --recover`).  Blocks in
@@ -183,14 +195,6 @@ struct vms_identity {
 	uint8_t uuid[16];
 };
 int vms_identity(int fd, struct vms_identity *out);
-
-/*
- * syncfs() every fd in parallel on at most max_threads threads (<= 0: the
- * default cap); errnos[i] gets 0 or the errno of fds[i].  Blocks for as
- * long as the slowest sync takes (there is no deadline: nothing is frozen
- * yet).  Returns the number of failed fds, or -1 with errno (EINVAL).
- */
-int vms_presync(const int *fds, size_t n, int max_threads, int *errnos);
 
 /*
  * Fork the guardian: a tiny process (pure C, no Python) that outlives the
@@ -220,7 +224,7 @@ int vms_guardian_spawn(const int *fds, const int *waves, size_t n,
 /*
  * Tell the guardian the run is over and nothing it froze is left frozen:
  * it exits with VMS_GUARDIAN_CLEAN without thawing.  Send it only once
- * vms_thaw() returned and vms_run_idle() is 1.  Returns 0, or -1 with
+ * vms_thaw() returned and vms_status() says idle.  Returns 0, or -1 with
  * errno (EPIPE: the guardian is gone).  Never blocks.
  */
 int vms_guardian_end(int sock);
@@ -241,8 +245,8 @@ int vms_guardian_child(int sock, int pgid, int gone);
 #define VMS_GUARDIAN_PROTOCOL 5	/* unreadable record: thawed what was left */
 
 /*
- * The default and hard cap on worker threads per wave (and on presync's
- * syncfs threads).  Chosen by measurement (bench/README.md, "The thread
+ * The default and hard cap on worker threads per wave (presync, in Python,
+ * uses it for its syncfs threads too).  Chosen by measurement (bench/README.md, "The thread
  * cap"): freezing clean filesystems is bound by per-filesystem latency
  * (journal commit, cache flush), so 64 mounts froze in ~90 ms with 64
  * workers, ~120 ms with 32 and ~230 ms with 16; with dirty data the disk

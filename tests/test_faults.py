@@ -160,11 +160,13 @@ def test_mount_unmounted_between_discovery_and_open(loopfs_factory):
     from vmsnapshot.mounts import mountinfo
     from vmsnapshot.mounts import plan
     from vmsnapshot.freeze.session import close_targets, open_targets
+    from vmsnapshot.cycle.freezerows import unopened_rows
     a = loopfs_factory("ext4")
     decisions = plan.plan(mountinfo.read_mountinfo(), selected=[str(a)])
     run("umount", str(a))
-    targets, failed, errors = open_targets(decisions)
+    targets, unopened = open_targets(decisions)
     close_targets(targets)
+    failed, errors = unopened_rows(unopened)
     assert targets == []
     assert [e.entry.error_name for e in errors] == ["UnableToOpenMount"]
     assert failed[0].path == str(a) and not failed[0].frozen

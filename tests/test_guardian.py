@@ -17,7 +17,6 @@ from tests.helpers.cli import ROOT
 from tests.helpers.loopfs import LoopFS, is_frozen, run
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze.guardian import Guardian
-from vmsnapshot.freeze.state import nothing_left_frozen
 
 # A supervisor in miniature: guardian + FreezeRun, then sleeps frozen.
 SUPERVISOR = r"""
@@ -242,9 +241,9 @@ def test_clean_run_guardian_exits_without_thawing(frozen_run):
         m.mountpoint for m in mounts)
     assert len(held) == 3
     # The one test the state file and the guardian's clean end both use.
-    assert not nothing_left_frozen(r)
+    assert not r.status().settled
     r.thaw()
-    assert nothing_left_frozen(r)
+    assert r.status().settled
     r.close()
     result = g.stop(r)
     assert result.clean, result.describe()
@@ -271,7 +270,7 @@ def test_no_fd_or_process_leak(loopfs_factory):
         os.close(fd)
 
 
-# The guardian's wire format (struct note in csrc/vmsfreeze.c), spoken by
+# The guardian's wire format (struct note in csrc/guardian_proto.h), spoken by
 # hand so that a supervisor dying inside FIFREEZE -- its outcome record
 # never sent -- can be replayed deterministically.
 NOTE = struct.Struct("=IIIi")

@@ -17,11 +17,9 @@ PKG = os.path.join(ROOT, "vmsnapshot")
 LAYERS = {"": 0, "mounts": 1, "results": 1, "freeze": 2, "scripts": 3,
           "config": 3, "cycle": 4, "commands": 5, "cli": 6, "__main__": 7}
 
-# Known arrows and sizes that other parts of issue 12 remove (engineer
-# ccore: freeze/session.py builds report rows; native.py and the C core
-# are split): delete each entry once it is fixed.
-KNOWN_ARROWS = {("vmsnapshot.freeze.session", "vmsnapshot.cycle.report")}
-KNOWN_LONG = {"vmsnapshot/freeze/native.py", "csrc/vmsfreeze.c"}
+# Exceptions to the rules above: none (keep it that way).
+KNOWN_ARROWS: Set[Tuple[str, str]] = set()
+KNOWN_LONG: Set[str] = set()
 
 
 def layer(module: str) -> int:

@@ -26,7 +26,8 @@ ffibuilder.set_source(
     "vmsnapshot._freeze",
     '#include "vmsfreeze.h"',
     sources=[os.path.relpath(os.path.join(CSRC, name))
-             for name in ("vmsfreeze.c", "vmsprobe.c")],
+             for name in ("vmsfreeze.c", "waves.c", "guardian.c",
+                          "vmsprobe.c")],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=["-std=c99", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
     libraries=["pthread"],

@@ -25,7 +25,8 @@ from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.freeze.session import FreezeSession, close_targets, open_targets
 from vmsnapshot.cycle.frozenlog import logs_held_in_memory
 from vmsnapshot.scripts.held import HeldHook, start_held
-from vmsnapshot.cycle.outcome import FreezeOutcome, Outcomes, judge
+from vmsnapshot.cycle.freezerows import judge_freeze, unopened_rows
+from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import MountReport, Report
 from vmsnapshot.cycle.lock import RunLock
 from vmsnapshot.scripts.oneshot import run_phase
@@ -166,8 +167,8 @@ class FreezeStep:
         o, settings = self.o, self.o.config.freeze
         if not settings.enabled:
             return
-        self.targets, unopened, open_errors = open_targets(self._decisions)
-        o.unopened, o.open_errors = tuple(unopened), tuple(open_errors)
+        self.targets, unopened = open_targets(self._decisions)
+        o.unopened, o.open_errors = unopened_rows(unopened)
         o.skipped_named = tuple(_named_but_not_frozen(self._decisions,
                                                       self._named))
         if self.targets:
@@ -191,7 +192,7 @@ class FreezeStep:
         try:
             if self.session is not None:
                 self.session.close()
-                self.o.freeze = _freeze_outcome(self.session)
+                self.o.freeze = judge_freeze(self.session.result())
                 if self.session.presync_pass is not None:
                     self.o.presync += (self.session.presync_pass,)
         finally:
@@ -217,13 +218,6 @@ def _freeze_and_snapshot(opts: RunOptions,
             step.thaw()
     finally:
         step.finish()
-
-
-def _freeze_outcome(session: FreezeSession) -> FreezeOutcome:
-    r = session.report()
-    return FreezeOutcome(tuple(r.mounts), r.freeze, tuple(r.errors),
-                         r.all_frozen, any(m.frozen for m in r.mounts),
-                         r.thawed_early, r.stopped_early)
 
 
 def _named_but_not_frozen(decisions: Sequence[plan.MountDecision],

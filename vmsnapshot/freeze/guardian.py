@@ -25,7 +25,6 @@ from typing import Any, Optional, Sequence
 
 from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import native
-from vmsnapshot.freeze.state import nothing_left_frozen
 from vmsnapshot.errors import Catalogue, FreezeError
 
 DEFAULT_GRACE_S = 1.0
@@ -139,8 +138,11 @@ class Guardian:
         if self._stopped:
             return self._exit or GuardianExit(None, None)
         self._stopped = True
-        idle = run is None or run.idle()
-        if run is None or nothing_left_frozen(run):
+        # One snapshot of the run for both decisions.
+        status = None if run is None else run.status()
+        idle = status is None or status.idle
+        clean = status is None or status.settled
+        if clean:
             # Fails only if it is already gone; its exit status says why.
             self._lib.vms_guardian_end(self.notify_fd)
         os.close(self.notify_fd)

@@ -10,30 +10,28 @@ helper thread so that the main thread can stop it on a signal.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import importlib
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from vmsnapshot.errors import Catalogue, FreezeError
+from vmsnapshot.freeze import errnos
+from vmsnapshot.freeze.guard import GUARD_ENV, check_guard
+from vmsnapshot.freeze.records import STATES, MountOutcome, RunStatus
 
-GUARD_ENV = "VMSNAPSHOT_FREEZE_GUARD"
-
-# enum vms_state, by value; "freezing"/"thawing" only show while a worker is
-# inside the ioctl (a FIFREEZE stuck past the watchdog).
-STATES = ("pending", "freezing", "frozen", "thawing", "thawed", "failed",
-          "skipped")
+__all__ = ["FreezeRun", "MountOutcome", "RunStatus", "STATES", "GUARD_ENV",
+           "load", "check_guard", "thaw_fd", "identity", "syncfs"]
 
 # How often freeze(should_stop) asks whether to stop.
 STOP_POLL_S = 0.02
 
-_REQUIRED = ("vms_freeze", "vms_thaw", "vms_get", "vms_free",
-             "vms_watchdog_fired", "vms_watchdog_fired_after_ns",
-             "vms_guardian_lost", "vms_run_idle", "vms_thaw_fd",
-             "vms_presync", "vms_prepare", "vms_start", "vms_abort",
+_REQUIRED = ("vms_freeze", "vms_thaw", "vms_status", "vms_free",
+             "vms_thaw_fd", "vms_prepare", "vms_start", "vms_abort",
              "vms_identity", "vms_collect")
 
 _module: Any = None
@@ -60,84 +58,6 @@ def load() -> Any:
     return _module
 
 
-@dataclass(frozen=True)
-class MountOutcome:
-    """One mount's result, read back from the C core."""
-
-    path: str
-    state: str           # one of STATES
-    freeze_errno: int
-    thaw_errno: int
-    thawed_by_watchdog: bool
-    freeze_ms: float
-    thaw_ms: float
-    # Somebody else thawed it before our thaw (a probe saw it, or our
-    # FITHAW found it not frozen).
-    thawed_early: bool = False
-
-    @property
-    def error(self) -> Optional[OSError]:
-        """The FIFREEZE error, else the FITHAW error, as an OSError."""
-        err = self.freeze_errno or self.thaw_errno
-        if not err:
-            return None
-        return OSError(err, os.strerror(err), self.path)
-
-    @property
-    def frozen_by_another(self) -> bool:
-        return self.state == "failed" and self.freeze_errno == errno.EBUSY
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """What a run reports; kept when the run is closed."""
-
-    fired: bool
-    fired_after_s: Optional[float]
-    guardian_lost: bool
-    idle: bool
-    outcomes: Tuple[MountOutcome, ...]
-
-
-def _guard_prefixes() -> List[str]:
-    value = os.environ.get(GUARD_ENV, "")
-    return [os.path.realpath(p) for p in value.split(":") if p]
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
-
-
-def check_guard(fds: Sequence[int], paths: Sequence[str]) -> None:
-    """With VMSNAPSHOT_FREEZE_GUARD set (test suites), refuse any mount
-    outside its prefixes, judged by both the given path and what the fd
-    really is, and any fd on the filesystem holding a prefix or "/" (a
-    plain directory under the prefix would freeze the machine's disk)."""
-    prefixes = _guard_prefixes()
-    if GUARD_ENV not in os.environ:
-        return
-    forbidden = set()
-    for p in prefixes + ["/"]:
-        try:
-            forbidden.add(os.stat(p).st_dev)
-        except OSError:
-            pass
-    for fd, path in zip(fds, paths):
-        try:
-            real = os.readlink("/proc/self/fd/%d" % fd)
-            dev = os.fstat(fd).st_dev
-        except OSError as e:
-            real, dev = "(fd %d: %s)" % (fd, e.strerror), None
-        inside = any(_under(os.path.realpath(path), p)
-                     and _under(real, p) for p in prefixes)
-        if not inside or dev is None or dev in forbidden:
-            raise FreezeError(
-                "refusing to freeze %s (fd %d is %s): %s=%s allows only "
-                "separate filesystems mounted under those prefixes"
-                % (path, fd, real, GUARD_ENV, os.environ[GUARD_ENV]),
-                Catalogue.FS_FREEZE_FAILED)
-
-
 class FreezeRun:
     """One freeze of a set of open mount fds: freeze() once, thaw() once,
     close() (or use as a context manager, which thaws if needed)."""
@@ -162,7 +82,6 @@ class FreezeRun:
         self._max_threads = max_threads
         self._notify_fd = notify_fd
         self._runp = self._ffi.new("struct vms_run **")
-        self._one = self._ffi.new("struct vms_mount *")
         self._run: Any = None
         self._thawed = False
         self._collected = False
@@ -243,46 +162,53 @@ class FreezeRun:
             self._lib.vms_collect(self._run)
             self._collected = True
 
-    def watchdog_fired(self) -> bool:
-        return self._status().fired
-
-    def fired_after_s(self) -> Optional[float]:
-        """Seconds from the start of freeze() to the watchdog firing."""
-        return self._status().fired_after_s
-
-    def guardian_lost(self) -> bool:
-        """The guardian went away mid-run (the watchdog then fired)."""
-        return self._status().guardian_lost
-
-    def idle(self) -> bool:
-        """No worker is still inside FIFREEZE/FITHAW (after close(): none
-        was when it closed)."""
-        return self._status().idle
-
-    def outcomes(self) -> List[MountOutcome]:
-        """Per-mount results, current (final ones after close())."""
-        return list(self._status().outcomes)
-
-    def _status(self) -> RunStatus:
+    def status(self) -> RunStatus:
+        """The run as one consistent snapshot (vms_status, one lock):
+        take decisions from one of these, not from several calls. After
+        close(), the final one."""
         if self._final is not None:
             return self._final
         if self._run is None:
             return RunStatus(False, None, False, True, tuple(
                 MountOutcome(p, "pending", 0, 0, False, 0.0, 0.0)
                 for p in self.paths))
-        lib, run, m = self._lib, self._run, self._one
-        outcomes = []
-        for i, path in enumerate(self.paths):
-            lib.vms_get(run, i, m)
-            outcomes.append(MountOutcome(
-                path, STATES[m.state], m.freeze_errno, m.thaw_errno,
-                bool(m.thawed_by_watchdog), m.freeze_ns / 1e6,
-                m.thaw_ns / 1e6, bool(m.thawed_early)))
-        after = lib.vms_watchdog_fired_after_ns(run)
-        return RunStatus(bool(lib.vms_watchdog_fired(run)),
-                         None if after < 0 else after / 1e9,
-                         bool(lib.vms_guardian_lost(run)),
-                         bool(lib.vms_run_idle(run)), tuple(outcomes))
+        # Buffers of its own per call: status() may be read from two
+        # threads at once (cffi releases the GIL inside vms_status).
+        st = self._ffi.new("struct vms_status *")
+        m = self._ffi.new("struct vms_mount[]", max(self._n, 1))
+        if self._lib.vms_status(self._run, st, m, self._n) != 0:
+            self._fail(self._ffi.errno)
+        outcomes = tuple(MountOutcome(
+            path, STATES[m[i].state], m[i].freeze_errno, m[i].thaw_errno,
+            bool(m[i].thawed_by_watchdog), m[i].freeze_ns / 1e6,
+            m[i].thaw_ns / 1e6,
+            bool(m[i].thawed_early)
+            or (STATES[m[i].state] == "thawed"
+                and errnos.thawed_by_another(m[i].thaw_errno)))
+            for i, path in enumerate(self.paths))
+        return RunStatus(bool(st.fired),
+                         st.fired_after_ns / 1e9 if st.fired else None,
+                         bool(st.guardian_lost), bool(st.idle), outcomes)
+
+    # One-fact readers, each from its own snapshot (tests, bench).
+    def watchdog_fired(self) -> bool:
+        return self.status().fired
+
+    def fired_after_s(self) -> Optional[float]:
+        """Seconds from the start of freeze() to the watchdog firing."""
+        return self.status().fired_after_s
+
+    def guardian_lost(self) -> bool:
+        """The guardian went away mid-run (the watchdog then fired)."""
+        return self.status().guardian_lost
+
+    def idle(self) -> bool:
+        """No worker is still inside FIFREEZE/FITHAW."""
+        return self.status().idle
+
+    def outcomes(self) -> List[MountOutcome]:
+        """Per-mount results, current (final ones after close())."""
+        return list(self.status().outcomes)
 
     def close(self) -> None:
         """Thaw if still frozen, then release the run (never blocks on a
@@ -293,7 +219,7 @@ class FreezeRun:
             self.thaw()
             self.collect()
         finally:
-            self._final = self._status()
+            self._final = self.status()
             self._closed = True
             if self._run is not None:
                 self._lib.vms_free(self._run)
@@ -309,17 +235,6 @@ class FreezeRun:
         # A safety net only: callers close() explicitly.
         if not getattr(self, "_closed", True):
             self.close()
-
-
-def presync(fds: Sequence[int], max_threads: int = 0) -> List[int]:
-    """syncfs() every fd in parallel; one errno (0 = ok) per fd."""
-    mod = load()
-    n = len(fds)
-    c_fds = mod.ffi.new("int[]", list(fds) or [0])
-    c_err = mod.ffi.new("int[]", max(n, 1))
-    if mod.lib.vms_presync(c_fds, n, max_threads, c_err) < 0:
-        raise OSError(mod.ffi.errno, os.strerror(mod.ffi.errno))
-    return [c_err[i] for i in range(n)]
 
 
 def thaw_fd(fd: int) -> int:
@@ -339,12 +254,17 @@ def identity(fd: int) -> Tuple[int, str]:
             bytes(ident.uuid[0:ident.uuid_len]).hex())
 
 
+_libc: Any = None
+
+
 def syncfs(fd: int) -> int:
-    """One syncfs(fd): 0 or the errno.  Blocks for as long as the
-    writeback takes (cffi releases the GIL meanwhile)."""
-    mod = load()
-    c_fd = mod.ffi.new("int[1]", [fd])
-    c_err = mod.ffi.new("int[1]")
-    if mod.lib.vms_presync(c_fd, 1, 1, c_err) < 0:
-        return mod.ffi.errno or errno.EIO
-    return int(c_err[0])
+    """One syncfs(fd): 0 or the errno. Blocks for as long as the writeback
+    takes (ctypes releases the GIL meanwhile). Presync no longer goes
+    through the C core: nothing is frozen yet, so libc's call suffices."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                            use_errno=True)
+    if _libc.syncfs(ctypes.c_int(fd)) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EIO

@@ -1,13 +1,13 @@
 """The freeze phase: open the mounts, record the state file, freeze with the
-C core (guarded by the watchdog), thaw, and turn per-mount outcomes into
-report entries and catalogue errors.
+C core (guarded by the watchdog and the guardian), thaw, and hand back what
+happened as immutable records (vmsnapshot.freeze.result); what that means
+for the report is the cycle's business (vmsnapshot.cycle.freezerows).
 
 Everything that touches a filesystem (opening mount fds, the state file on
 /run) happens before the first FIFREEZE or after the last FITHAW.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -17,11 +17,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze import presync
 from vmsnapshot.freeze import state
-from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.freeze.guardian import Guardian
 from vmsnapshot.freeze.mountfd import MountChanged, open_mount
+from vmsnapshot.freeze.result import SessionResult, TargetResult, Unopened
 from vmsnapshot.mounts.plan import MountDecision
-from vmsnapshot.cycle.report import FreezeReport, MountReport
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,11 @@ class Target:
 
 
 def open_targets(decisions: Sequence[MountDecision]
-                 ) -> Tuple[List[Target], List[MountReport],
-                            List[ErrorRecord]]:
+                 ) -> Tuple[List[Target], List[Unopened]]:
     """Open every mount to freeze, as the mount that was discovered (see
     mountfd.open_mount), or refuse it."""
     targets: List[Target] = []
-    failed: List[MountReport] = []
-    errors: List[ErrorRecord] = []
+    failed: List[Unopened] = []
     for d in decisions:
         if not d.freeze:
             continue
@@ -58,27 +55,13 @@ def open_targets(decisions: Sequence[MountDecision]
                        "(unmounted or over-mounted since)" % path)
         except OSError as e:
             problem = "%s: %s" % (path, e.strerror)
-        failed.append(MountReport(path, d.info.fstype, False,
-                                  error=problem, wave=d.wave))
-        errors.append(ErrorRecord(Catalogue.UNABLE_TO_OPEN_MOUNT, problem))
-    return targets, failed, errors
+        failed.append(Unopened(path, d.info.fstype, d.wave, problem))
+    return targets, failed
 
 
 def close_targets(targets: Sequence[Target]) -> None:
     for t in targets:
         os.close(t.fd)
-
-
-@dataclass(frozen=True)
-class FreezeResult:
-    """What a FreezeSession did, for the report and the level."""
-
-    mounts: List[MountReport]
-    freeze: FreezeReport
-    errors: List[ErrorRecord]
-    all_frozen: bool      # every target frozen by this run
-    thawed_early: bool    # someone else thawed a mount before our thaw
-    stopped_early: bool   # should_stop cut the freeze short
 
 
 class FreezeSession:
@@ -168,10 +151,12 @@ class FreezeSession:
         finally:
             if self._ended is None:
                 self._ended = self.run.thawed_at or time.monotonic()
+            # One snapshot for both decisions (after close() it is final).
+            final = self.run.status()
             if self.guardian is not None:
                 ended = self.guardian.stop(self.run)
                 if ended.code is None and ended.signal is None:
-                    if not self.run.idle():
+                    if not final.idle:
                         log.warning(
                             "a FIFREEZE is stuck in the kernel: guardian "
                             "process %d stays to thaw its mount once it "
@@ -183,72 +168,18 @@ class FreezeSession:
                 elif ended.thawed or not ended.clean:
                     log.warning("guardian: %s", ended.describe())
                 self.guardian = None
-            if state.nothing_left_frozen(self.run):
+            if final.settled:
                 state.clear_state()
 
-    def report(self) -> FreezeResult:
-        mounts: List[MountReport] = []
-        errors: List[ErrorRecord] = []
-        all_frozen = True
-        thawed_early = False
-        for t, o in zip(self.targets, self.run.outcomes()):
-            error = None
-            frozen = o.state in ("frozen", "thawed")
-            if o.state == "failed":
-                error, entry = _freeze_failure(t.path, o.freeze_errno)
-                if entry is not None:
-                    errors.append(ErrorRecord(entry, error))
-                    all_frozen = False
-            elif o.state == "skipped":
-                error = ("not attempted: the run was interrupted"
-                         if self.stopped_early else
-                         "not attempted: the watchdog fired first")
-                all_frozen = False
-            elif not frozen:
-                error = "not frozen (%s)" % o.state
-                all_frozen = False
-            if frozen and o.thawed_early:
-                # Our FITHAW then failed with EINVAL or, after a thaw and a
-                # refreeze by the same third party, succeeded: either way
-                # the snapshot was not taken under our freeze.
-                thawed_early = True
-                error = ("%s was thawed by another process before the "
-                         "snapshot ended" % t.path)
-                errors.append(ErrorRecord(
-                    Catalogue.THAWED_BY_ANOTHER_PROCESS, error))
-            if o.thaw_errno and o.thaw_errno != errno.EINVAL:
-                msg = "%s: thaw failed: %s" % (t.path,
-                                               os.strerror(o.thaw_errno))
-                error = msg
-                errors.append(ErrorRecord(Catalogue.FS_FREEZE_FAILED, msg))
-            mounts.append(MountReport(
-                t.path, t.decision.info.fstype, frozen,
-                o.freeze_ms if frozen else None,
-                o.thaw_ms if frozen else None, error, t.decision.wave,
-                o.thawed_by_watchdog))
+    def result(self) -> SessionResult:
+        """What this freeze did, from one status snapshot of the run."""
+        status = self.run.status()
         window = None
         if self._ended is not None and self.targets:
             window = (self._ended - self._started) * 1000.0
-        if self.run.guardian_lost():
-            errors.append(ErrorRecord(
-                Catalogue.FS_FREEZE_FAILED,
-                "the guardian process died during the freeze; everything "
-                "was thawed at once"))
-        freeze = FreezeReport(True, window, self.run.watchdog_fired(),
-                              self.timeout_s)
-        return FreezeResult(mounts, freeze, errors, all_frozen,
-                            thawed_early, self.stopped_early)
-
-
-def _freeze_failure(path: str, err: int
-                    ) -> Tuple[str, Optional[Catalogue]]:
-    if err == errno.EBUSY:
-        # The caller froze each superblock once, so EBUSY is someone
-        # else's freeze: reported, and never thawed by us.
-        return ("%s was already frozen by another process; left frozen"
-                % path, Catalogue.FROZEN_BY_ANOTHER_PROCESS)
-    if err in (errno.EOPNOTSUPP, errno.ENOTTY):
-        return ("%s: this filesystem cannot be frozen; skipped" % path,
-                None)
-    return ("%s: FIFREEZE failed: %s" % (path, os.strerror(err)),
-            Catalogue.FS_FREEZE_FAILED)
+        return SessionResult(
+            tuple(TargetResult(t.path, t.decision.info.fstype,
+                               t.decision.wave, o)
+                  for t, o in zip(self.targets, status.outcomes)),
+            window, status.fired, status.guardian_lost, self.timeout_s,
+            self.stopped_early)

@@ -77,17 +77,6 @@ def entry_for(path: str, fd: int, info) -> FrozenEntry:
                        ident.mnt_id_unique, ident.uuid)
 
 
-# A mount in one of these states may still be (or become) frozen.
-_BUSY = ("frozen", "freezing", "thawing")
-
-
-def nothing_left_frozen(run: "native.FreezeRun") -> bool:
-    """Nothing of this run is, or can still become, frozen: no worker is
-    inside an ioctl and no mount is frozen or on its way. The one test
-    before the state file goes and before the guardian ends unthawing."""
-    return run.idle() and not any(o.state in _BUSY for o in run.outcomes())
-
-
 def state_path() -> str:
     return os.path.join(run_dir(), "state.json")
 

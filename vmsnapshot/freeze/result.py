@@ -1,0 +1,42 @@
+"""What the freeze session did, as immutable records of its own: the cycle
+(vmsnapshot.cycle.freezerows) turns them into report rows and errors, so
+the freeze phase never imports the report."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from vmsnapshot.freeze.records import MountOutcome
+
+
+@dataclass(frozen=True)
+class Unopened:
+    """A mount to freeze that could not be opened (or is no longer the
+    mount that was discovered): never attempted."""
+
+    path: str
+    fstype: str
+    wave: Optional[int]
+    problem: str
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One opened mount and what the C core did with it."""
+
+    path: str
+    fstype: str
+    wave: Optional[int]
+    outcome: MountOutcome
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """The whole freeze, read from one status snapshot of the run."""
+
+    targets: Tuple[TargetResult, ...]
+    window_ms: Optional[float]   # first FIFREEZE to last FITHAW
+    fired: bool                  # the watchdog thawed
+    guardian_lost: bool          # the guardian died during the freeze
+    timeout_s: float
+    stopped_early: bool          # a signal cut the freeze short
