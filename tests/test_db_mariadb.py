@@ -14,9 +14,8 @@ from typing import Callable, List
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.cli import ROOT
 from tests.helpers.cli import vmsnapshot_cmd
-from tests.helpers.db import db_env  # noqa: F401
 from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, LoopFS, MariaServer,
                               checked, example_plugins, mariadb_rows, need,
                               negative_control, read_state, verdict,

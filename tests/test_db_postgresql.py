@@ -14,7 +14,6 @@ from typing import List, Sequence
 
 import pytest
 
-from tests.helpers.db import db_env  # noqa: F401
 from tests.helpers.db import (DbEnv, LoopFS, PgServer, checked,
                               example_plugins, need, negative_control,
                               pg_balances_agree, pg_history, read_state,

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers import chroot, fleet
 from tests.helpers.fleet import (VMSNAPSHOT, Ansible, Machine, Writer,
                                  prefixes_in_writer_order, restore)
@@ -563,8 +563,8 @@ def test_status_module_gives_last_runs_as_facts(ansible, fresh,
     machines = fresh
     probe = machines[0].sh(VMSNAPSHOT, "status", "--help", check=False)
     if probe.returncode != 0:
-        pytest.skip("`vmsnapshot status` does not exist yet (issue 14): the "
-                    "status module needs it")
+        skip_or_fail("`vmsnapshot status` is missing from the installed "
+                     "package: the status module needs it")
     for m in machines:
         config(m, "status", None, post=False)
         m.sh(VMSNAPSHOT, "run", "--config", "/etc/vmsnapshot/status.toml",

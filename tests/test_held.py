@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
-                                   no_leaks, pid_gone, read_int, scripts,
-                                   wait_for_file, wait_gone)
+from tests.helpers.scripts import (NOBODY, Scripts, count_into, pid_gone,
+                                   read_int, wait_for_file, wait_gone)
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.scripts.held import start_held
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_vmsnapshot
 from tests.helpers.configfiles import write_file
 from tests.helpers.scripts import Scripts

@@ -16,8 +16,7 @@ import time
 from typing import Any, Dict
 
 from tests.helpers.cli import ROOT, vmsnapshot_cmd
-from tests.helpers.hungdev import (HungDevice, hung_device,  # noqa: F401
-                                   process_gone, writer_completes)
+from tests.helpers.hungdev import HungDevice, process_gone, writer_completes
 from tests.helpers.loopfs import is_frozen
 from vmsnapshot.freeze import native
 

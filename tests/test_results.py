@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_json, run_vmsnapshot
 from tests.helpers.configfiles import write_file, write_script
 from tests.helpers.loopfs import is_frozen

@@ -216,7 +216,7 @@ def test_restarting_the_callers_cgroup_keeps_the_freeze(split: Split,
                                                         tmp_path) -> None:
     """An agent's `systemctl restart` kills its whole cgroup: the holder
     and guardian must not be in it, or the mount stays frozen for ever."""
-    from tests.conftest import skip_or_fail
+    from tests.helpers.require import skip_or_fail
     mount = _cgroup2()
     if mount is None or not os.path.exists(os.path.join(mount,
                                                         "cgroup.procs")):

@@ -12,7 +12,7 @@ The snapshot under test is the one the issue asks for: ``vmsnapshot run
 made while frozen standing in for a hypervisor snapshot. The copy is then
 loop-mounted and a second server is started on it.
 
-Import the fixture: ``from tests.helpers.db import db_env  # noqa: F401``.
+The fixture `db_env` reaches every test through tests/conftest.py.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from typing import (Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 import pytest
 
-from tests.conftest import ROOT, skip_or_fail
+from tests.helpers.cli import ROOT
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_json
 from tests.helpers.loopfs import LoopFS, destroy_loopfs, run
 from tests.helpers.scripts import make_dir

@@ -6,8 +6,8 @@ sends to its image blocks. An O_DIRECT writer on L then holds L's
 superblock write lock while it waits for that device, so a FIFREEZE of L
 blocks in its first stage (waiting for writers) until B is thawed.
 
-Use through the `hung_device` fixture (tests/conftest.py), whose teardown
-always thaws B first, then reaps the writer, then lets loopfs_factory
+Use through the `hung_device` fixture (a plugin, tests/conftest.py), whose
+teardown always thaws B first, then reaps the writer, then lets loopfs_factory
 unmount and detach everything.
 """
 from __future__ import annotations
@@ -104,8 +104,8 @@ def process_gone(pid: int) -> bool:
 
 @pytest.fixture
 def hung_device(loopfs_factory: Callable[..., LoopFS]) -> Iterator[HungDevice]:
-    """B and L (L's image on B), not hung yet: call hang(). Import this
-    fixture into a test module to use it."""
+    """B and L (L's image on B), not hung yet: call hang(). A plugin
+    fixture (tests/conftest.py): request it by name."""
     base = loopfs_factory("ext4", name="hung-base")
     upper = loopfs_factory("ext4", name="hung-upper",
                            image_dir=base.mountpoint)

@@ -5,8 +5,8 @@ it: pytest's basetemp (root, 0700), /tmp (root, 1777: accepted by the trust
 walk as a sticky *ancestor*), / (root, 0755). So the whole chain is trusted
 without touching any directory of the machine.
 
-Import the fixtures into a test module: ``from tests.helpers.scripts import
-scripts, no_leaks  # noqa: F401``.
+The fixtures `scripts` and `no_leaks` reach every test through the plugin
+list in tests/conftest.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from vmsnapshot.config.model import Plugin
 
 NOBODY = 65534
