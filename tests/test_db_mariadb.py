@@ -248,7 +248,7 @@ def test_snapshot_under_load_restores_acknowledged_transactions(db: Db):
     assert restored.sql("SELECT @@gtid_binlog_pos") == recorded["gtid"]
 
 
-def test_negative_control_without_quiescer_or_freeze(db: Db):
+def test_mariadb_negative_control_without_quiescer_or_freeze(db: Db):
     """No hook, fsFreezeEnabled false: the copy is taken while the server
     writes. Reported, not asserted: what breaks depends on timing."""
     config = db.env.config([], freeze=False)
@@ -303,6 +303,6 @@ def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
 
 
 @pytest.mark.parametrize("name", ["mariadb.toml", "mariadb-replica.toml"])
-def test_example_config(name: str):
+def test_mariadb_example_config(name: str):
     plugins = example_plugins(name)
     assert [p.hold for p in plugins] == [True]

@@ -210,7 +210,7 @@ def test_snapshot_backup_mode_restores_from_label_and_archive(db: Db):
     check_restored(db, server, acks, cutoff, "backup mode")
 
 
-def test_negative_control_without_quiescer_or_freeze(db: Db):
+def test_postgresql_negative_control_without_quiescer_or_freeze(db: Db):
     """No hook, fsFreezeEnabled false: the copy is taken while the server
     writes. Reported, not asserted: what breaks depends on timing."""
     config = db.env.config([], freeze=False)
@@ -233,7 +233,7 @@ def test_negative_control_without_quiescer_or_freeze(db: Db):
 
 @pytest.mark.parametrize("name, hold", [("postgresql.toml", False),
                                         ("postgresql-backup.toml", True)])
-def test_example_config(name: str, hold: bool):
+def test_postgresql_example_config(name: str, hold: bool):
     plugins = example_plugins(name)
     assert [p.hold for p in plugins] == [hold]
     pre = list(plugins[0].pre or ())
