@@ -18,6 +18,7 @@ from tests.helpers.db import (DbEnv, LoopFS, PgServer, checked,
                               example_plugins, need, negative_control,
                               pg_balances_agree, pg_history, read_state,
                               verdict)
+from tests.helpers.wait import wait_until
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -123,10 +124,9 @@ def snapshot_under_load(db: Db, config: str):
     """pgbench, snapshot, pgbench goes on, server stopped:
     (report, copy, acks, start of the run)."""
     load = db.env.pgbench(db.server)
-    deadline = time.monotonic() + 30
-    while int(db.server.sql("SELECT count(*) FROM pgbench_history")) < 30:
-        assert time.monotonic() < deadline, "pgbench made no progress"
-        time.sleep(0.05)
+    wait_until(lambda: int(db.server.sql(
+        "SELECT count(*) FROM pgbench_history")) >= 30, 30,
+        "pgbench's progress")
     started = time.time()
     report, copy = db.env.snapshot(config, db.fs)
     acks = load.stop(after=time.time())

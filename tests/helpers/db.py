@@ -34,11 +34,11 @@ from typing import (Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 import pytest
 
-from tests.helpers.cli import ROOT
-from tests.helpers.require import skip_or_fail
-from tests.helpers.cli import run_json
+from tests.helpers.cli import ROOT, run_json
 from tests.helpers.loopfs import LoopFS, destroy_loopfs, run
+from tests.helpers.require import skip_or_fail
 from tests.helpers.scripts import make_dir
+from tests.helpers.wait import poll, wait_until
 from vmsnapshot.config import native_toml
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.config.problems import Problems
@@ -156,16 +156,15 @@ class Server:
         raise NotImplementedError
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ping():
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError("%s exited with %d while starting:\n%s"
                                      % (self.name, self.proc.returncode,
                                         tail(self.log)))
-            if time.monotonic() > deadline:
-                raise AssertionError("%s not ready within %gs:\n%s"
-                                     % (self.name, timeout, tail(self.log)))
-            time.sleep(0.2)
+            return self.ping()
+        if not poll(ready, timeout, 0.2):
+            raise AssertionError("%s not ready within %gs:\n%s"
+                                 % (self.name, timeout, tail(self.log)))
 
     def stop(self) -> None:
         """Orderly shutdown, escalating to SIGKILL of the whole group; the
@@ -247,12 +246,10 @@ class PgServer(Server):
 
     def wait_primary(self, timeout: float = START_TIMEOUT) -> None:
         """Until archive recovery has ended and the server was promoted."""
-        deadline = time.monotonic() + timeout
-        while self.sql("SELECT pg_is_in_recovery()") != "f":
-            if time.monotonic() > deadline:
-                raise AssertionError("still in recovery after %gs:\n%s"
-                                     % (timeout, tail(self.log)))
-            time.sleep(0.2)
+        if not poll(lambda: self.sql("SELECT pg_is_in_recovery()") == "f",
+                    timeout, 0.2):
+            raise AssertionError("still in recovery after %gs:\n%s"
+                                 % (timeout, tail(self.log)))
 
 
 # Tpcb-like, plus identity: pgbench keeps \set variables per client across
@@ -325,10 +322,9 @@ class PgbenchLoad(threading.Thread):
 
     def stop(self, after: float, timeout: float = 120) -> Acks:
         """Once a round that started after ``after`` has finished."""
-        deadline = time.monotonic() + timeout
-        while self.error is None and not any(t > after for t in self.rounds):
-            assert time.monotonic() < deadline, "pgbench rounds stalled"
-            time.sleep(0.05)
+        wait_until(lambda: self.error is not None
+                   or any(t > after for t in self.rounds), timeout,
+                   "a pgbench round after the snapshot")
         self.halt(timeout)
         assert self.error is None, self.error
         acks: Acks = {}

@@ -17,12 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from tests.helpers import chroot
 from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs, run
+from tests.helpers.wait import poll, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROOT_EXE = os.path.join(HERE, "fleet-chroot")
@@ -101,12 +101,10 @@ def make_machine(name: str, root: str, deb: str) -> Machine:
 
 
 def wait_holders_gone(machines: Sequence[Machine], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(m.holder_pid() is not None for m in machines):
-        if time.monotonic() > deadline:
-            raise AssertionError("holders still running: %s" % [
-                (m.name, m.holder_pid()) for m in machines])
-        time.sleep(0.1)
+    if not poll(lambda: all(m.holder_pid() is None for m in machines),
+                timeout, 0.1):
+        raise AssertionError("holders still running: %s" % [
+            (m.name, m.holder_pid()) for m in machines])
 
 
 def destroy_machine(m: Machine) -> List[str]:
@@ -271,11 +269,10 @@ class Writer:
         return acked(self.machines[0].root)
 
     def wait_acked(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.acked() < n:
+        def done() -> bool:
             assert self.proc.poll() is None, "the writer died"
-            assert time.monotonic() < deadline, "the writer is stuck"
-            time.sleep(0.02)
+            return self.acked() >= n
+        wait_until(done, timeout, "%d records acknowledged" % n)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
