@@ -15,11 +15,12 @@ from typing import List
 import pytest
 
 from tests.helpers.cli import ROOT, vmsnapshot_cmd
-from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, LoopFS, MariaServer,
-                              checked, example_plugins, mariadb_rows, need,
-                              negative_control, read_state, verdict,
-                              wait_or_kill)
-from tests.helpers.loopfs import is_frozen
+from tests.helpers.db import DbEnv
+from tests.helpers.dbmariadb import MARIADB_SCHEMA, MariaServer, mariadb_rows
+from tests.helpers.dbproc import (checked, example_plugins, need, read_state,
+                                  wait_or_kill)
+from tests.helpers.dbverdict import negative_control, verdict
+from tests.helpers.loopfs import LoopFS, is_frozen
 from tests.helpers.scripts import child_pids
 from tests.helpers.wait import wait_until
 

@@ -14,10 +14,11 @@ from typing import List, Sequence
 
 import pytest
 
-from tests.helpers.db import (DbEnv, LoopFS, PgServer, checked,
-                              example_plugins, need, negative_control,
-                              pg_balances_agree, pg_history, read_state,
-                              verdict)
+from tests.helpers.db import DbEnv
+from tests.helpers.dbpostgres import PgServer, pg_balances_agree, pg_history
+from tests.helpers.dbproc import checked, example_plugins, need, read_state
+from tests.helpers.dbverdict import negative_control, verdict
+from tests.helpers.loopfs import LoopFS
 from tests.helpers.wait import wait_until
 
 pytestmark = [pytest.mark.db, pytest.mark.root]

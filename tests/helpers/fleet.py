@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from tests.helpers import chroot
-from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs, run
+from tests.helpers.loopfs import (LoopFS, destroy_loopfs, make_loopfs,
+                                  mount_image, run)
 from tests.helpers.wait import poll, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -216,23 +217,17 @@ def restore(image: str, mountpoint: str, name: str) -> Restored:
     line = [x for x in features.splitlines()
             if x.startswith("Filesystem features:")][0]
     clean = "needs_recovery" not in line
-    os.makedirs(mountpoint, exist_ok=True)
-    device = run("losetup", "--find", "--show", "--read-only",
-                 image).stdout.strip()
+    # noload: a journal that needed replay could not sneak past the check
+    # above by being replayed here.
+    lfs = mount_image(image, mountpoint, "ro,noload", "ext4")
     try:
-        # noload: a journal that needed replay could not sneak past the
-        # check above by being replayed here.
-        run("mount", "-t", "ext4", "-o", "ro,noload", device, mountpoint)
-        try:
-            try:
-                with open(os.path.join(mountpoint, "records")) as f:
-                    records = [int(x) for x in f.read().split()]
-            except FileNotFoundError:
-                records = []
-        finally:
-            run("umount", mountpoint)
+        with open(os.path.join(mountpoint, "records")) as f:
+            records = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        records = []
     finally:
-        run("losetup", "-d", device, check=False)
+        problems = destroy_loopfs(lfs, keep_image=True)
+    assert not problems, problems
     return Restored(name, clean, records)
 
 
