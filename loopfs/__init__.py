@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # xfsprogs refuses filesystems below 300 MiB; images are sparse.
 SIZE_MB = {"ext4": 64, "xfs": 320, "btrfs": 160}
@@ -126,7 +126,17 @@ def mount_image(image: str, mountpoint: str, options: str = "",
 def is_frozen(mountpoint: str) -> bool:
     """A frozen filesystem refuses a second freeze with EBUSY; probe with
     fsfreeze -f and undo at once if it was not frozen. Any other failure
-    is an error, not an answer."""
+    is an error, not an answer.
+
+    The probe freezes: it runs only on the mount point of a loop device.
+    fsfreeze takes any directory and freezes the filesystem holding it, so
+    a path left behind by an unmount would freeze (for a moment) the root
+    filesystem."""
+    source = _mount_sources().get(os.path.realpath(mountpoint))
+    if source is None or not source.startswith("/dev/loop"):
+        raise AssertionError("refusing to probe %s with fsfreeze: not the "
+                             "mount point of a loop device (%s)"
+                             % (mountpoint, source or "no mount"))
     res = run("fsfreeze", "-f", mountpoint, check=False)
     if res.returncode == 0:
         run("fsfreeze", "-u", mountpoint)
@@ -199,18 +209,30 @@ def _unescape(field: str) -> str:
                        .decode("unicode_escape").encode("latin-1"))
 
 
+def _mountinfo() -> List[Tuple[str, str]]:
+    """(mount point, source) of every mount, oldest first."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="latin-1") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            head, rest = fields.split(" "), tail.split(" ")
+            if len(head) > 4 and len(rest) > 1:
+                found.append((_unescape(head[4]), _unescape(rest[1])))
+    return found
+
+
+def _mount_sources() -> Dict[str, str]:
+    """Mount point -> source of the mount on top."""
+    return dict(_mountinfo())
+
+
 def ours_under(base: str) -> Tuple[List[str], List[Tuple[str, str]]]:
     """Mounts below BASE (newest first) and (loop device, image) pairs
     whose image is below BASE: by path, so other users' loop devices on
     the same machine never count."""
     real = os.path.realpath(base)
-    mounts = []
-    with open("/proc/self/mountinfo", encoding="latin-1") as f:
-        for line in f:
-            fields = line.split(" ")
-            point = _unescape(fields[4]) if len(fields) > 4 else ""
-            if point == real or point.startswith(real + "/"):
-                mounts.append(point)
+    mounts = [point for point, _ in _mountinfo()
+              if point == real or point.startswith(real + "/")]
     devices = []
     for dev in sorted(os.listdir("/sys/block")):
         try:
@@ -228,6 +250,12 @@ def sweep_under(base: str) -> List[str]:
     mounts, devices = ours_under(base)
     problems: List[str] = []
     for point in mounts:
+        # A loop device whose image lives on POINT keeps it busy; its own
+        # mount is newer than POINT, so it is already gone.
+        for device, image in list(devices):
+            if image.startswith(point + "/"):
+                problems += detach(device)
+                devices.remove((device, image))
         problems += unmount(point)
     for device, _ in devices:
         problems += detach(device)
