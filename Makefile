@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # What the demo and the build need; the suite also needs every list in
-# scripts/*-apt-packages.txt (packaging, databases, the VM test).
+# scripts/*-apt-packages.txt (packaging, databases, the VM test, the man
+# page test).
 APT_PACKAGES := build-essential python3-dev python3-venv util-linux \
 	e2fsprogs xfsprogs btrfs-progs
 TEST_APT_PACKAGES := $(APT_PACKAGES) \

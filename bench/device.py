@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
+import loopfs
 from bench import loops
 
 BLOCK = 1024 * 1024
@@ -82,8 +83,8 @@ def measure(workdir: str, mib: int, devices: int) -> Dict[str, Any]:
     try:
         for i in range(devices):
             image = os.path.join(workdir, "bandwidth%d.img" % i)
-            loops.make_image(image, per)
-            devs.append(loops.attach(image))
+            loopfs.make_image(image, per)
+            devs.append(loopfs.attach(image, direct_io=True))
         total = per * len(devs)
         first = total / _parallel([(_direct, (d, per)) for d in devs])
         seq = max(per / _parallel([(_direct, (devs[0], per))])
@@ -91,10 +92,10 @@ def measure(workdir: str, mib: int, devices: int) -> Dict[str, Any]:
         par = max(total / _parallel([(_direct, (d, per)) for d in devs])
                   for _ in range(2))
         wb = max(_writeback(devs, per, pattern) for _ in range(2))
-        dio = loops.direct_io_active(devs[0])
+        dio = loopfs.direct_io_active(devs[0])
     finally:
         for d in devs:
-            subprocess.run(["losetup", "-d", d], check=False)
+            loopfs.detach(d)
         for i in range(devices):
             try:
                 os.unlink(os.path.join(workdir, "bandwidth%d.img" % i))

@@ -8,33 +8,26 @@ PY=${PY:-python3}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it makes loop devices)" >&2; exit 1; }
 
+# Loop filesystems come from the module the tests and the bench use too.
+loopfs() { (cd "$SRC" && "$PY" -m loopfs "$@"); }
+
 work=$(mktemp -d /tmp/vmsnapshot-demo.XXXXXX)
 chmod 700 "$work"
-devices=()
 cleanup() {
-	for m in "$work"/mnt/*; do
-		[ -d "$m" ] || continue
-		fsfreeze -u "$m" 2>/dev/null || true
-		mountpoint -q "$m" && umount "$m"
-	done
-	for d in "${devices[@]}"; do losetup -d "$d" 2>/dev/null || true; done
+	# Thaws, unmounts and detaches whatever is below $work, made or not.
+	loopfs sweep "$work" || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/mnt/app-ext4" "$work/mnt/app-xfs" "$work/images" \
-	"$work/snapshots" "$work/plugin"
-make_fs() { # name fstype size_mb mkfs...
-	local img="$work/images/$1.img" dev
-	truncate -s "$3M" "$img"
-	dev=$(losetup --find --show "$img")
-	devices+=("$dev")
-	"${@:4}" "$dev" >/dev/null
-	mount "$dev" "$work/mnt/$1"
+mkdir -p "$work/mnt" "$work/images" "$work/snapshots" "$work/plugin"
+make_fs() { # name fstype
+	local dev
+	dev=$(loopfs make "$work/mnt" "$1" "$2" --image-dir "$work/images")
 	echo "demo: $2 on $dev mounted at $work/mnt/$1"
 }
-make_fs app-ext4 ext4 64 mkfs.ext4 -q -F
-make_fs app-xfs xfs 320 mkfs.xfs -q -f
+make_fs app-ext4 ext4
+make_fs app-xfs xfs
 
 # The sample application: its pre-script flushes and records a marker, its
 # post-script records that the snapshot is done. Root-owned, 700.
@@ -83,12 +76,10 @@ cat "$work/status.json"
 echo "demo: what the snapshot holds (mounted read-only, no journal replay):"
 e2fsck -fn "$work/snapshots/app-ext4.img" >/dev/null 2>&1 \
 	&& echo "  ext4 image: e2fsck -fn clean"
-mkdir -p "$work/mnt/snap-ext4" "$work/mnt/snap-xfs"
 for fs in ext4 xfs; do
-	dev=$(losetup --find --show --read-only "$work/snapshots/app-$fs.img")
-	devices+=("$dev")
 	opts=ro,noload; [ $fs = xfs ] && opts=ro,norecovery,nouuid
-	mount -o $opts "$dev" "$work/mnt/snap-$fs"
+	loopfs mount-image "$work/snapshots/app-$fs.img" "$work/mnt/snap-$fs" \
+		-o $opts >/dev/null
 done
 echo "  app-state in the snapshot (written by the pre-script, not the post-script):"
 sed 's/^/    /' "$work/mnt/snap-ext4/app-state"

@@ -1,155 +1,22 @@
-"""Shared fixtures: root/loop requirements, loop filesystems, freeze guard."""
+"""The suite's root: the tree on sys.path and the fixture plugins.
+
+Fixtures live in tests/helpers/ and reach every test through
+pytest_plugins; test modules never import fixtures (or anything) from
+here.
+"""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
-from typing import Any, Callable, Dict, Iterator, List
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.helpers.journal import JournalSink  # noqa: E402
-from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs  # noqa: E402
-
-REQUIRE = os.environ.get("VMSNAPSHOT_REQUIRE_ROOT") == "1"
-
-
-def skip_or_fail(reason: str) -> None:
-    """In CI (VMSNAPSHOT_REQUIRE_ROOT=1) a missing requirement is a failure."""
-    if REQUIRE:
-        pytest.fail("required but missing: " + reason, pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def freeze_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Refuse, in every vmsnapshot process of this session, any freeze of a
-    mount outside the suite's own temporary directory."""
-    base = str(tmp_path_factory.getbasetemp())
-    old = os.environ.get("VMSNAPSHOT_FREEZE_GUARD")
-    os.environ["VMSNAPSHOT_FREEZE_GUARD"] = base
-    yield base
-    leaks = _leaked_under(base)
-    if old is None:
-        os.environ.pop("VMSNAPSHOT_FREEZE_GUARD", None)
-    else:
-        os.environ["VMSNAPSHOT_FREEZE_GUARD"] = old
-    assert not leaks, "the suite left these behind: %s" % leaks
-
-
-def _leaked_under(base: str) -> List[str]:
-    """Mounts, loop devices and frozen filesystems of this session still
-    there at its end (checked by path, so other suites running beside this
-    one on the same machine do not count)."""
-    from tests.helpers.loopfs import is_frozen
-    real = os.path.realpath(base)
-    leaks = []
-    from vmsnapshot.mounts.mountinfo import read_mountinfo
-    for m in read_mountinfo():
-        point = m.mount_point
-        if point == real or point.startswith(real + "/"):
-            leaks.append("mounted%s: %s" % (
-                " and frozen" if is_frozen(point) else "", point))
-    for dev in sorted(os.listdir("/sys/block")):
-        backing = os.path.join("/sys/block", dev, "loop", "backing_file")
-        try:
-            with open(backing, "rb") as f:
-                image = os.fsdecode(f.read().rstrip(b"\n"))
-        except OSError:
-            continue
-        if image.startswith(real + "/"):
-            leaks.append("loop device /dev/%s: %s" % (dev, image))
-    return leaks
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path_factory: pytest.TempPathFactory,
-            monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test gets its own lock and state directory (the real one is
-    /run/vmsnapshot), so parallel test sessions never see each other's
-    locks."""
-    path = str(tmp_path_factory.mktemp("run"))
-    monkeypatch.setenv("VMSNAPSHOT_RUN_DIR", path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def results_paths(tmp_path_factory: pytest.TempPathFactory,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, Any]]:
-    """Where every test's runs publish: their own history, metrics
-    directory and journal socket (a draining stand-in), never the
-    machine's /var/lib/vmsnapshot, node-exporter directory or journal."""
-    base = tmp_path_factory.mktemp("results")
-    metrics = base / "node-exporter"
-    metrics.mkdir()
-    # sun_path holds 108 bytes: pytest's temporary paths can be longer.
-    short = tempfile.mkdtemp(prefix="vmsj.", dir="/tmp")
-    sink = JournalSink(os.path.join(short, "socket"))
-    paths = {"state": str(base / "state"), "metrics": str(metrics),
-             "journal": sink}
-    monkeypatch.setenv("VMSNAPSHOT_STATE_DIR", paths["state"])
-    monkeypatch.setenv("VMSNAPSHOT_METRICS_DIR", paths["metrics"])
-    monkeypatch.setenv("VMSNAPSHOT_JOURNAL_SOCKET", sink.path)
-    monkeypatch.setenv("VMSNAPSHOT_SYSLOG_SOCKET",
-                       os.path.join(short, "no-syslog"))
-    monkeypatch.delenv("VMSNAPSHOT_HISTORY_KEEP", raising=False)
-    try:
-        yield paths
-    finally:
-        sink.close()
-        shutil.rmtree(short, ignore_errors=True)
-
-
-@pytest.fixture
-def root_loop() -> None:
-    """Root and loop devices, or skip (fail in CI)."""
-    if os.geteuid() != 0:
-        skip_or_fail("not root")
-    if not os.path.exists("/dev/loop-control"):
-        skip_or_fail("no loop device support (/dev/loop-control)")
-
-
-def _need_tools(fstype: str) -> None:
-    tool = {"ext4": "mkfs.ext4", "xfs": "mkfs.xfs", "btrfs": "mkfs.btrfs"}
-    if shutil.which(tool[fstype]) is None:
-        skip_or_fail("%s not installed" % tool[fstype])
-
-
-@pytest.fixture
-def loopfs_factory(root_loop: None, tmp_path) -> Iterator[Callable[..., LoopFS]]:
-    """Make real loop filesystems; all are destroyed, newest first, even on
-    failure."""
-    made: List[LoopFS] = []
-
-    def factory(fstype: str = "ext4", **kw) -> LoopFS:
-        _need_tools(fstype)
-        kw.setdefault("name", "%s%d" % (fstype, len(made)))
-        lfs = make_loopfs(str(tmp_path), fstype, **kw)
-        made.append(lfs)
-        return lfs
-
-    yield factory
-    problems = []
-    for lfs in reversed(made):
-        problems += destroy_loopfs(lfs)
-    assert not problems, problems
-
-
-@pytest.fixture
-def no_config(tmp_path) -> str:
-    """An empty native config file (root, 600): a freeze-only run that
-    never reads the machine's own /etc configuration."""
-    path = tmp_path / "vmsnapshot.toml"
-    path.write_text("")
-    os.chmod(str(path), 0o600)
-    return str(path)
-
-
-@pytest.fixture(params=["ext4", "xfs", "btrfs"])
-def anyfs(request, loopfs_factory) -> LoopFS:
-    return loopfs_factory(request.param)
+pytest_plugins = [
+    "tests.helpers.fixtures",       # freeze guard, run dirs, loop filesystems
+    "tests.helpers.scripts",        # scripts, no_leaks
+    "tests.helpers.mounter",        # mounter
+    "tests.helpers.hungdev",        # hung_device
+    "tests.helpers.db",             # db_env
+]

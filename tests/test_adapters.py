@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.agents import (
     azure_plugin_host, google_agent, qemu_ga_hook, shell_runner,
     vmware_tools)

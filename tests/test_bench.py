@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, skip_or_fail
+from tests.helpers.cli import ROOT
+from tests.helpers.require import skip_or_fail
 
 pytestmark = pytest.mark.root
 

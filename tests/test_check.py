@@ -99,7 +99,8 @@ def test_freeze_disabled_with_scripts_is_application(capsys, tmp_path,
                             "freeze disabled)")
 
 
-def test_freeze_disabled_without_scripts_is_crash(capsys, tmp_path):
+def test_check_says_crash_when_freeze_disabled_without_scripts(capsys,
+                                                               tmp_path):
     path = write_file(str(tmp_path / "v.toml"), "[freeze]\nenabled = false\n")
     status, out, summary = check(capsys, path)
     assert status == 0

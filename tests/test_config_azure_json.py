@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers.configfiles import (
     NOBODY, TEMPLATE_JSON, azure_json, write_file, write_script)
+from tests.helpers.require import need_root
 from vmsnapshot.config import (
     Config, FreezeSettings, load_config, validate_config)
 from vmsnapshot.config.search import InvalidConfig
@@ -225,8 +226,7 @@ def test_config_in_a_writable_directory_is_refused(tmp_path):
 
 
 def test_config_through_a_users_symlink_is_refused(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("chown needs root")
+    need_root("chown needs root")
     target = write_file(str(tmp_path / "real.json"), azure_json())
     link = str(tmp_path / "c.json")
     os.symlink(target, link)
@@ -244,8 +244,7 @@ def test_config_through_a_users_symlink_is_refused(tmp_path):
 
 
 def test_config_file_owner(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("chown needs root")
+    need_root("chown needs root")
     path = write_file(str(tmp_path / "c.json"), azure_json(), uid=NOBODY)
     message = one_problem(path)
     assert "%s is not owned by root (owner nobody (uid 65534), mode 0600)" \

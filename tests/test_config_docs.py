@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from tests.helpers.configfiles import (
     ROOT, TEMPLATE_CONF, TEMPLATE_JSON, TEMPLATE_TOML)
+from tests.helpers.require import need_tool
 from vmsnapshot.config import azure_json, native_toml
 from vmsnapshot.errors import Catalogue
 
@@ -25,8 +25,7 @@ def words(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def man_text() -> str:
-    if shutil.which("groff") is None:
-        pytest.skip("groff not installed")
+    need_tool("groff")
     res = subprocess.run(
         ["groff", "-man", "-rHY=0", "-ww", "-Tascii", "-P-c", "-P-b", "-P-u", "-P-o",
          MAN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

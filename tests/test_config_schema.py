@@ -18,7 +18,7 @@ from typing import Any, List
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import ROOT
 from tests.helpers.configfiles import TEMPLATE_TOML, write_file
 from vmsnapshot.config import validate_config

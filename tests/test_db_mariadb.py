@@ -10,19 +10,19 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import List
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers.cli import vmsnapshot_cmd
-from tests.helpers.db import db_env  # noqa: F401
-from tests.helpers.db import (MARIADB_SCHEMA, DbEnv, LoopFS, MariaServer,
-                              checked, example_plugins, mariadb_rows, need,
-                              negative_control, read_state, verdict,
-                              wait_or_kill)
-from tests.helpers.loopfs import is_frozen
+from tests.helpers.cli import ROOT, vmsnapshot_cmd
+from tests.helpers.db import DbEnv
+from tests.helpers.dbmariadb import MARIADB_SCHEMA, MariaServer, mariadb_rows
+from tests.helpers.dbproc import (checked, example_plugins, need, read_state,
+                                  wait_or_kill)
+from tests.helpers.dbverdict import negative_control, verdict
+from tests.helpers.loopfs import LoopFS, is_frozen
 from tests.helpers.scripts import child_pids
+from tests.helpers.wait import wait_until
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -49,14 +49,6 @@ def db(db_env: DbEnv) -> Db:
     server = db_env.mariadb(os.path.join(fs.mountpoint, "mysql"), init=True)
     server.sql(MARIADB_SCHEMA)
     return Db(db_env, fs, server, db_env.dir("state"))
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float = 30
-               ) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.05)
 
 
 def test_lock_holds_until_eof(db: Db):
@@ -165,7 +157,7 @@ def test_killed_supervisor_never_leaves_the_server_locked(db: Db):
         return bool(snapshot)
 
     try:
-        wait_until("the snapshot command", snapshot_started)
+        wait_until(snapshot_started, 30, "the snapshot command")
         assert is_frozen(db.fs.mountpoint)
         writer = subprocess.Popen(db.server.client(
             "-e", "INSERT INTO vms.counters VALUES (99, 1)"))
@@ -187,13 +179,13 @@ def test_killed_supervisor_never_leaves_the_server_locked(db: Db):
 def snapshot_under_load(db: Db, config: str):
     """Load, snapshot, more load, stop: (report, copy, acks, run start)."""
     load = db.env.row_load(db.server)
-    wait_until("the load", lambda: min(len(w.acks) for w in load.writers)
-               >= 20)
+    wait_until(lambda: min(len(w.acks) for w in load.writers) >= 20, 30,
+               "the load")
     started = time.time()
     report, copy = db.env.snapshot(config, db.fs)
     count = sum(len(w.acks) for w in load.writers)
-    wait_until("acknowledgements after the snapshot",
-               lambda: sum(len(w.acks) for w in load.writers) >= count + 20)
+    wait_until(lambda: sum(len(w.acks) for w in load.writers) >= count + 20,
+               30, "acknowledgements after the snapshot")
     acks = load.stop()
     db.server.stop()
     return report, copy, acks, started
@@ -249,7 +241,7 @@ def test_snapshot_under_load_restores_acknowledged_transactions(db: Db):
     assert restored.sql("SELECT @@gtid_binlog_pos") == recorded["gtid"]
 
 
-def test_negative_control_without_quiescer_or_freeze(db: Db):
+def test_mariadb_negative_control_without_quiescer_or_freeze(db: Db):
     """No hook, fsFreezeEnabled false: the copy is taken while the server
     writes. Reported, not asserted: what breaks depends on timing."""
     config = db.env.config([], freeze=False)
@@ -276,7 +268,7 @@ def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
     # A replica whose primary is unreachable still runs its SQL thread.
     db.server.sql("CHANGE MASTER TO MASTER_HOST = '127.0.0.1', "
                   "MASTER_PORT = 9; START SLAVE SQL_THREAD")
-    wait_until("the SQL thread", lambda: sql_thread(db.server) == "Yes")
+    wait_until(lambda: sql_thread(db.server) == "Yes", 30, "the SQL thread")
     marker = os.path.join(db.state, "sql-thread-stopped")
 
     held = db.env.hold(db.hook("pre", "--replica"))
@@ -304,6 +296,6 @@ def test_replica_mode_stops_and_restarts_the_sql_thread(db: Db):
 
 
 @pytest.mark.parametrize("name", ["mariadb.toml", "mariadb-replica.toml"])
-def test_example_config(name: str):
+def test_mariadb_example_config(name: str):
     plugins = example_plugins(name)
     assert [p.hold for p in plugins] == [True]

@@ -14,11 +14,12 @@ from typing import List, Sequence
 
 import pytest
 
-from tests.helpers.db import db_env  # noqa: F401
-from tests.helpers.db import (DbEnv, LoopFS, PgServer, checked,
-                              example_plugins, need, negative_control,
-                              pg_balances_agree, pg_history, read_state,
-                              verdict)
+from tests.helpers.db import DbEnv
+from tests.helpers.dbpostgres import PgServer, pg_balances_agree, pg_history
+from tests.helpers.dbproc import checked, example_plugins, need, read_state
+from tests.helpers.dbverdict import negative_control, verdict
+from tests.helpers.loopfs import LoopFS
+from tests.helpers.wait import wait_until
 
 pytestmark = [pytest.mark.db, pytest.mark.root]
 
@@ -124,10 +125,9 @@ def snapshot_under_load(db: Db, config: str):
     """pgbench, snapshot, pgbench goes on, server stopped:
     (report, copy, acks, start of the run)."""
     load = db.env.pgbench(db.server)
-    deadline = time.monotonic() + 30
-    while int(db.server.sql("SELECT count(*) FROM pgbench_history")) < 30:
-        assert time.monotonic() < deadline, "pgbench made no progress"
-        time.sleep(0.05)
+    wait_until(lambda: int(db.server.sql(
+        "SELECT count(*) FROM pgbench_history")) >= 30, 30,
+        "pgbench's progress")
     started = time.time()
     report, copy = db.env.snapshot(config, db.fs)
     acks = load.stop(after=time.time())
@@ -211,7 +211,7 @@ def test_snapshot_backup_mode_restores_from_label_and_archive(db: Db):
     check_restored(db, server, acks, cutoff, "backup mode")
 
 
-def test_negative_control_without_quiescer_or_freeze(db: Db):
+def test_postgresql_negative_control_without_quiescer_or_freeze(db: Db):
     """No hook, fsFreezeEnabled false: the copy is taken while the server
     writes. Reported, not asserted: what breaks depends on timing."""
     config = db.env.config([], freeze=False)
@@ -234,7 +234,7 @@ def test_negative_control_without_quiescer_or_freeze(db: Db):
 
 @pytest.mark.parametrize("name, hold", [("postgresql.toml", False),
                                         ("postgresql-backup.toml", True)])
-def test_example_config(name: str, hold: bool):
+def test_postgresql_example_config(name: str, hold: bool):
     plugins = example_plugins(name)
     assert [p.hold for p in plugins] == [hold]
     pre = list(plugins[0].pre or ())

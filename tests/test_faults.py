@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.cli import ROOT, run_json, vmsnapshot_cmd
 from tests.helpers.loopfs import is_frozen, run
-
+from tests.helpers.wait import wait_until
 
 
 def start_run(args, tmp_path, snapshot):
@@ -25,24 +25,35 @@ def start_run(args, tmp_path, snapshot):
                                            *cmd),
                             cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not marker.exists() or not marker.read_text().strip():
+    def frozen() -> str:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "run never froze"
-        time.sleep(0.02)
-    return proc, int(marker.read_text())
+        return marker.read_text().strip() if marker.exists() else ""
+    return proc, int(wait_until(frozen, 30, "the run froze"))
 
 
-def timed_write(path):
-    """Start a writer now; returns a function giving its completion time."""
-    out = path + ".done"
-    w = subprocess.Popen(["sh", "-c", 'echo payload > "$1"; date +%s.%N > "$2"',
-                          "w", path, out])
-    def finished(timeout=15):
-        w.wait(timeout)
-        with open(out) as f:
+class TimedWrite:
+    """A writer started now; finished() gives its completion time."""
+
+    def __init__(self, path):
+        self.out = path + ".done"       # beside the mount: never frozen
+        self.proc = subprocess.Popen(
+            ["sh", "-c", 'echo payload > "$1"; date +%s.%N > "$2"', "w",
+             path, self.out])
+
+    def blocked(self):
+        """Waiting in the kernel (a writer of a frozen filesystem sleeps
+        uninterruptibly, state D), nothing written yet."""
+        try:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state == "D" and not os.path.exists(self.out)
+
+    def finished(self, timeout=15):
+        self.proc.wait(timeout)
+        with open(self.out) as f:
             return float(f.read())
-    return finished
 
 
 def kill_quietly(pid):
@@ -52,25 +63,23 @@ def kill_quietly(pid):
         pass
 
 
-def test_sigkill_of_supervisor_thaws_within_a_second(loopfs_factory,
+def test_run_killed_by_sigkill_thaws_within_a_second(loopfs_factory,
                                                      tmp_path, no_config):
     a = loopfs_factory("ext4")
     proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
                                tmp_path, "sleep 60")
     try:
-        finished = timed_write(a.mountpoint + "/f")
-        time.sleep(0.3)
+        write = TimedWrite(a.mountpoint + "/f")
+        wait_until(write.blocked, 10, "the writer blocked by the freeze")
         killed_at = time.time()
         proc.kill()
         proc.communicate()
-        assert finished() - killed_at < 1.0
+        assert write.finished() - killed_at < 1.0
         assert not is_frozen(str(a))
         # Nothing of the run outlives it: the guardian also killed the
         # snapshot command (its own session, so nothing else would).
-        deadline = time.monotonic() + 5
-        while os.path.exists("/proc/%d" % snap_pid):
-            assert time.monotonic() < deadline, "snapshot command survived"
-            time.sleep(0.05)
+        wait_until(lambda: not os.path.exists("/proc/%d" % snap_pid), 5,
+                   "the snapshot command ended")
     finally:
         kill_quietly(snap_pid)
     with open(a.mountpoint + "/f") as f:
@@ -238,16 +247,16 @@ def _guardian_of(pid):
     return int(out[0])
 
 
-def test_sigkill_of_guardian_makes_the_supervisor_thaw(loopfs_factory,
-                                                       tmp_path, no_config):
+def test_run_whose_guardian_is_killed_thaws_and_reports_crash(
+        loopfs_factory, tmp_path, no_config):
     a = loopfs_factory("ext4")
     proc, snap_pid = start_run(["--config", no_config, "--mount", str(a)],
                                tmp_path, "sleep 60")
     try:
-        finished = timed_write(a.mountpoint + "/f")
+        write = TimedWrite(a.mountpoint + "/f")
         killed_at = time.time()
         os.kill(_guardian_of(proc.pid), signal.SIGKILL)
-        assert finished() - killed_at < 1.0
+        assert write.finished() - killed_at < 1.0
         # The run goes on, its freeze lost: not a consistent snapshot.
         kill_quietly(snap_pid)
         out, _ = proc.communicate(timeout=60)

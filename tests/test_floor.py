@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 
-from tests.conftest import ROOT, skip_or_fail
+from tests.helpers.cli import ROOT
+from tests.helpers.require import skip_or_fail
 
 FLOOR = (3, 9)
 UNIT_TESTS = ["tests/test_policy.py", "tests/test_outcome.py",

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
-                                   no_leaks, pid_gone, read_int, scripts,
-                                   wait_for_file, wait_gone)
+from tests.helpers.scripts import (NOBODY, Scripts, count_into, pid_gone,
+                                   read_int, wait_for_file, wait_gone)
+from tests.helpers.wait import wait_until
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.scripts.held import start_held
 
@@ -99,10 +99,7 @@ def test_hook_dying_while_held(scripts: Scripts, no_leaks):
     hook = start_held(plugin)
     assert hook.wait_ready() is None
     os.kill(read_int(scripts.file("pid")), signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while hook.alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not hook.alive()
+    wait_until(lambda: not hook.alive(), 5, "the held hook seen dead")
     res = hook.release()
     assert res.error.entry.error_name == "Pre-ScriptExecutionFailed"
     assert res.signal == "SIGKILL"

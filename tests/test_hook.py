@@ -14,10 +14,11 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_vmsnapshot
 from tests.helpers.configfiles import write_file
 from tests.helpers.scripts import Scripts
+from tests.helpers.wait import wait_until
 
 HOLD = """\
 echo held > "$STATE"
@@ -25,6 +26,22 @@ echo READY
 cat > /dev/null
 echo released >> "$STATE"
 """
+
+
+def _unlocked(lock: str) -> bool:
+    """No one holds LOCK (or it is gone)."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        assert e.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 class Hook:
@@ -66,19 +83,8 @@ timeout = 10
 
     def wait_holder_gone(self, timeout: float = 30) -> None:
         """The holder keeps the run lock until it is done."""
-        deadline = time.monotonic() + timeout
         lock = os.path.join(self.run_dir, "lock")
-        while os.path.exists(lock):
-            fd = os.open(lock, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as e:
-                assert e.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
-                assert time.monotonic() < deadline, "the hook holder did not end"
-            finally:
-                os.close(fd)
-            time.sleep(0.05)
+        wait_until(lambda: _unlocked(lock), timeout, "the hook holder ended")
 
 
 @pytest.fixture

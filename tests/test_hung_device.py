@@ -16,9 +16,10 @@ import time
 from typing import Any, Dict
 
 from tests.helpers.cli import ROOT, vmsnapshot_cmd
-from tests.helpers.hungdev import (HungDevice, hung_device,  # noqa: F401
-                                   process_gone, writer_completes)
+from tests.helpers.hungdev import (HungDevice, process_gone,
+                                   sleeps_in_kernel, writer_completes)
 from tests.helpers.loopfs import is_frozen
+from tests.helpers.wait import poll, wait_until
 from vmsnapshot.freeze import native
 
 
@@ -34,22 +35,13 @@ def start_run(hd: HungDevice, no_config: str, status: str,
 def wait_status(path: str, timeout: float) -> Dict[str, Any]:
     """The status file is written before `run` tries to exit (which it
     cannot while a FIFREEZE is stuck): what an agent must read."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def status() -> Dict[str, Any]:
         try:
             with open(path) as f:
                 return json.load(f)
         except (OSError, ValueError):
-            pass
-        assert time.monotonic() < deadline, "no status file after %gs" % timeout
-        time.sleep(0.05)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+            return {}
+    return wait_until(status, timeout, "the status file " + path)
 
 
 def guardians_of(pid: int):
@@ -65,8 +57,8 @@ def assert_ends_thawed(hd: HungDevice, run_dir: str) -> None:
         "%s stayed frozen" % hd.upper
     assert not is_frozen(hd.upper.mountpoint)
     state = os.path.join(run_dir, "state.json")
-    wait_for(lambda: not os.path.exists(state), 10,
-             "the state file stayed: %s" % state)
+    wait_until(lambda: not os.path.exists(state), 10,
+               "the state file removed: %s" % state)
 
 
 def finish(proc: subprocess.Popen) -> None:
@@ -99,7 +91,7 @@ def test_stuck_freeze_and_normal_exit_ends_thawed(hung_device, no_config,
         hd.recover()
         finish(proc)
     assert_ends_thawed(hd, run_dir)
-    wait_for(lambda: process_gone(guardian[0]), 10, "guardian stayed")
+    wait_until(lambda: process_gone(guardian[0]), 10, "the guardian ended")
 
 
 def test_sigterm_during_a_stuck_freeze_stops_at_once(hung_device, no_config,
@@ -109,9 +101,10 @@ def test_sigterm_during_a_stuck_freeze_stops_at_once(hung_device, no_config,
     status = str(tmp_path / "status.json")
     proc = start_run(hd, no_config, status, timeout=60)
     try:
-        wait_for(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
-                 30, "the run never reached the freeze")
-        time.sleep(0.5)
+        wait_until(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
+                   30, "the run reached the freeze")
+        wait_until(lambda: sleeps_in_kernel(proc.pid), 10,
+                   "the run's FIFREEZE stuck in the kernel")
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         # Long before the 60 s watchdog: the freeze stopped at once.
@@ -135,13 +128,13 @@ def test_sigkill_during_a_stuck_freeze_guardian_thaws(hung_device, no_config,
     status = str(tmp_path / "status.json")
     proc = start_run(hd, no_config, status, timeout=60)
     try:
-        wait_for(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
-                 30, "the run never reached the freeze")
-        time.sleep(0.5)
+        wait_until(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
+                   30, "the run reached the freeze")
+        wait_until(lambda: sleeps_in_kernel(proc.pid), 10,
+                   "the run's FIFREEZE stuck in the kernel")
         proc.kill()
-        time.sleep(0.5)
         # SIGKILL cannot end a thread inside FIFREEZE: still there.
-        assert proc.poll() is None
+        assert not poll(lambda: proc.poll() is not None, 0.5)
     finally:
         hd.recover()
         finish(proc)

@@ -3,60 +3,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-from typing import Iterator, List
+from typing import List
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import skip_or_fail
+from tests.helpers.mounter import Mounter
 from vmsnapshot.mounts.mountinfo import (MountInfo, hidden_mounts, parse_line,
                                   parse_mountinfo, read_mountinfo)
 
 EXAMPLE = ("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root "
            "rw,errors=continue")
-
-
-class Mounter:
-    """mount(8) wrapper that unmounts everything it mounted, newest first
-    (so stacked mounts come off in order), even when a test fails."""
-
-    def __init__(self) -> None:
-        self.targets: List[str] = []
-
-    def __call__(self, *args: str) -> str:
-        subprocess.run(["mount", *args], check=True, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
-        if not args[0].startswith("--make-"):  # those only change a flag
-            self.targets.append(args[-1])
-        return args[-1]
-
-    def tmpfs(self, target: str, source: str = "vms-test") -> str:
-        os.makedirs(target, exist_ok=True)
-        return self("-t", "tmpfs", source, target)
-
-    def cleanup(self) -> List[str]:
-        problems = []
-        for target in reversed(self.targets):
-            res = subprocess.run(["umount", target], stderr=subprocess.PIPE,
-                                 text=True)
-            if res.returncode:
-                problems.append("umount %r: %s" % (target, res.stderr))
-                subprocess.run(["umount", "-l", target])
-        return problems
-
-
-@pytest.fixture
-def mounter() -> Iterator[Mounter]:
-    """Request it AFTER loopfs_factory so its mounts (stacked on loop
-    filesystems) come off before the loop filesystems are destroyed."""
-    if os.geteuid() != 0:
-        skip_or_fail("not root")
-    m = Mounter()
-    yield m
-    problems = m.cleanup()
-    assert not problems, problems
 
 
 def find(mounts: List[MountInfo], mount_point: str) -> List[MountInfo]:

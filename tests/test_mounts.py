@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_vmsnapshot
-from tests.test_mountinfo import Mounter, mounter  # noqa: F401 (fixture)
+from tests.helpers.mounter import Mounter
 from vmsnapshot.commands.mounts import mounts_command
 from vmsnapshot.errors import Catalogue, FreezeError
 from vmsnapshot.mounts.mountinfo import parse_mountinfo, read_mountinfo

@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers import chroot
 from tests.helpers.chroot import pkgbuild
 from tests.helpers.loopfs import is_frozen

@@ -50,7 +50,7 @@ def test_freeze_disabled_with_good_scripts_is_application():
     assert policy.level(p, nothing) == "application"
 
 
-def test_freeze_disabled_without_scripts_is_crash():
+def test_level_crash_when_freeze_disabled_without_scripts():
     p = pre(configured=False, freeze=False)
     assert policy.level(p, FreezeOutcome(False, False, True)) == "crash"
 

@@ -16,11 +16,12 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import run_json, run_vmsnapshot
 from tests.helpers.configfiles import write_file, write_script
 from tests.helpers.loopfs import is_frozen
 from tests.helpers.scripts import make_dir
+from tests.helpers.wait import poll, wait_until
 from vmsnapshot import __version__
 from vmsnapshot.results import journal
 from vmsnapshot.results import publishing as publish_mod
@@ -55,13 +56,8 @@ def promtool_check(path: str) -> None:
 
 
 def entries(sink, run_id: str) -> List[Dict[str, str]]:
-    deadline = time.monotonic() + 5
-    while True:
-        found = [e for e in sink.entries
-                 if e.get("VMSNAPSHOT_RUN_ID") == run_id]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    return poll(lambda: [e for e in sink.entries
+                         if e.get("VMSNAPSHOT_RUN_ID") == run_id], 5)
 
 
 def test_run_publishes_metadata_history_journal_metrics(
@@ -235,11 +231,9 @@ def test_hook_trigger_is_published(root_loop, no_config, results_paths):
     report = json.loads(res.stdout)
     assert report["trigger"] == "hook"
     assert RFC3339.match(report["ended_at"])
-    deadline = time.monotonic() + 10     # the holder publishes after
-    while not history_files(results_paths["state"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    [name] = history_files(results_paths["state"])
+    # The holder publishes after the thaw's answer.
+    [name] = wait_until(lambda: history_files(results_paths["state"]), 10,
+                        "the hook's run in the history")
     assert report["run_id"] in name
     assert entries(results_paths["journal"], report["run_id"])
 
@@ -262,10 +256,7 @@ def test_unexpected_error_traceback_reaches_the_journal(tmp_path,
     assert "journalctl -t vmsnapshot" in res.stderr
     assert "Traceback" not in res.stderr
     sink = results_paths["journal"]
-    deadline = time.monotonic() + 5
-    while not sink.entries and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [entry] = sink.entries
+    [entry] = wait_until(lambda: sink.entries, 5, "the journal entry")
     assert entry["MESSAGE_ID"] == publish_mod.INTERNAL_ERROR_MESSAGE_ID
     assert entry["PRIORITY"] == "3"
     assert entry["VMSNAPSHOT_TRACEBACK"].startswith("Traceback")
@@ -324,11 +315,10 @@ def journald(tmp_path):
                             stderr=subprocess.DEVNULL)
     sock = "/run/systemd/journal.%s/socket" % ns
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
+        def listening() -> bool:
             assert proc.poll() is None, "journald exited %s" % proc.returncode
-            assert time.monotonic() < deadline, "no journald socket"
-            time.sleep(0.05)
+            return os.path.exists(sock)
+        wait_until(listening, 20, "journald's socket")
         yield ns, sock
     finally:
         proc.terminate()
@@ -353,17 +343,15 @@ def test_real_journald_gets_the_entries(journald, loopfs_factory, tmp_path,
     config = plugin_config(tmp_path, "exit 3\n")
     report = run_json("run", "--config", config, "--mount", str(a), "--json")
     assert report["consistency"] == "filesystem"
-    found: List[Dict[str, Any]] = []
-    deadline = time.monotonic() + 15
-    while len(found) < 2:
-        assert time.monotonic() < deadline, found
+    def both() -> List[Dict[str, Any]]:
         res = subprocess.run(
             ["journalctl", "--namespace=" + ns, "-o", "json", "--no-pager",
              "SYSLOG_IDENTIFIER=vmsnapshot",
              "VMSNAPSHOT_RUN_ID=" + report["run_id"]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         found = [json.loads(line) for line in res.stdout.splitlines()]
-        time.sleep(0.2)
+        return found if len(found) >= 2 else []
+    found = wait_until(both, 15, "the run's two journal entries", 0.2)
     by_id = {e["MESSAGE_ID"]: e for e in found}
     run_entry = by_id[publish_mod.MESSAGE_IDS["filesystem"]]
     assert run_entry["PRIORITY"] == "5"
@@ -424,7 +412,5 @@ def test_history_on_a_mount_another_process_froze_does_not_hang_the_run(
     assert [e["name"] for e in report["errors"]] == ["FrozenByAnotherProcess"]
     assert res.returncode == 1
     assert "still blocked" in res.stderr, res.stderr
-    deadline = time.monotonic() + 20      # written after that thaw
-    while len(history_files(state)) != 1:
-        assert time.monotonic() < deadline, "history never written"
-        time.sleep(0.1)
+    wait_until(lambda: len(history_files(state)) == 1, 20,
+               "the history written after that thaw")

@@ -358,3 +358,29 @@ timeout = 10
     assert [e["name"] for e in report["errors"]] == [
         "Pre-ScriptExecutionFailed"]
     assert "after its release" in report["errors"][0]["message"]
+
+
+def test_verbose_log_into_the_frozen_mount_lands_after_the_thaw(
+        loopfs_factory, no_config):
+    """stderr redirected into the very mount the run freezes: a log line
+    written while frozen would block the run until the watchdog thaws.
+    The frozen-time log buffer holds the lines and writes them after the
+    thaw, so the run ends in time, thawed, and nothing of the log is lost."""
+    a = loopfs_factory("ext4")
+    log = os.path.join(str(a), "log")
+    with open(log, "w") as err:
+        start = time.monotonic()
+        res = run_vmsnapshot("run", "-vv", "--config", no_config,
+                             "--mount", str(a), "--freeze-timeout", "10",
+                             "--json", "--", "sh", "-c",
+                             "echo said-while-frozen; sleep 2", stderr=err)
+        elapsed = time.monotonic() - start
+    report = json.loads(res.stdout)
+    assert report["consistency"] == "filesystem", report["errors"]
+    assert report["freeze"]["auto_thawed"] is False
+    assert res.returncode == 0
+    assert elapsed < 10, elapsed         # well before the watchdog
+    assert not is_frozen(str(a))
+    with open(log) as f:
+        lines = f.read().splitlines()
+    assert "vmsnapshot: INFO: snapshot: said-while-frozen" in lines, lines

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.helpers.scripts import (NOBODY, Scripts, count_into,  # noqa: F401
-                                   no_leaks, read_int, scripts, wait_gone)
+from tests.helpers.scripts import (NOBODY, Scripts, count_into, read_int,
+                                   wait_gone)
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.scripts.oneshot import ScriptResult, run_phase, run_script
 from vmsnapshot.scripts.spawn import ROOT_HOME
@@ -382,7 +382,7 @@ def _daemon_pid(path: str) -> int:
 
 
 def _needs_cgroups() -> str:
-    from tests.conftest import skip_or_fail
+    from tests.helpers.require import skip_or_fail
     from vmsnapshot.scripts import cgroup
     where = cgroup.parent()
     if where is None:

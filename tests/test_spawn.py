@@ -11,9 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers.scripts import (Scripts, no_leaks, pid_gone,  # noqa: F401
-                                   read_int, scripts, wait_for_file,
-                                   wait_gone)
+from tests.helpers.scripts import Scripts, read_int, wait_gone
 from vmsnapshot.scripts import spawn
 from vmsnapshot.scripts.spawn import PIPE, clean_env, run_process, start_process
 

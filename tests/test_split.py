@@ -17,7 +17,9 @@ import pytest
 from tests.helpers.cli import run_vmsnapshot, vmsnapshot_cmd
 from tests.helpers.configfiles import write_file, write_script
 from tests.helpers.loopfs import is_frozen
+from tests.helpers.require import skip_or_fail
 from tests.helpers.scripts import make_dir
+from tests.helpers.wait import wait_until
 
 
 class Split:
@@ -55,10 +57,8 @@ post = ["%s"]
             return None
 
     def wait_holder_gone(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.holder_pid() is not None:
-            assert time.monotonic() < deadline, "the holder did not end"
-            time.sleep(0.05)
+        wait_until(lambda: self.holder_pid() is None, timeout,
+                   "the holder ended")
 
     def order(self):
         with open(self.log) as f:
@@ -106,10 +106,7 @@ def test_pre_freezes_and_returns_post_thaws(split: Split) -> None:
     mount = _cgroup2()
     if mount is not None:       # the holder removed the cgroup it made
         gone = os.path.join(mount, "vmsnapshot-holder-%d" % holder)
-        deadline = time.monotonic() + 5
-        while os.path.exists(gone):
-            assert time.monotonic() < deadline, "left behind: " + gone
-            time.sleep(0.05)
+        wait_until(lambda: not os.path.exists(gone), 5, "removed: " + gone)
 
 
 def test_pre_twice_is_already_running(split: Split) -> None:
@@ -160,10 +157,8 @@ def test_killed_holder_is_thawed_by_its_guardian(split: Split) -> None:
     pid = split.holder_pid()
     assert pid is not None and is_frozen(str(split.mount))
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2
-    while is_frozen(str(split.mount)):
-        assert time.monotonic() < deadline, "still frozen 2 s after the kill"
-        time.sleep(0.05)
+    wait_until(lambda: not is_frozen(str(split.mount)), 2,
+               "thawed after the kill")
     res = split.post()
     report = report_of(res)
     assert res.returncode == 1
@@ -212,11 +207,19 @@ def _cgroup2() -> Optional[str]:
     return None
 
 
+def _removed(cgroup: str) -> bool:
+    """rmdir, which fails while the killed processes are still exiting."""
+    try:
+        os.rmdir(cgroup)
+        return True
+    except OSError:
+        return False
+
+
 def test_restarting_the_callers_cgroup_keeps_the_freeze(split: Split,
                                                         tmp_path) -> None:
     """An agent's `systemctl restart` kills its whole cgroup: the holder
     and guardian must not be in it, or the mount stays frozen for ever."""
-    from tests.conftest import skip_or_fail
     mount = _cgroup2()
     if mount is None or not os.path.exists(os.path.join(mount,
                                                         "cgroup.procs")):
@@ -242,12 +245,4 @@ def test_restarting_the_callers_cgroup_keeps_the_freeze(split: Split,
         assert report["consistency"] == "application", report["errors"]
         assert not is_frozen(str(split.mount))
     finally:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.rmdir(caller)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until(lambda: _removed(caller), 10, "removed: " + caller, 0.1)

@@ -7,8 +7,7 @@ import stat
 
 import pytest
 
-from tests.helpers.scripts import (NOBODY, Scripts, no_leaks,  # noqa: F401
-                                   scripts)
+from tests.helpers.scripts import NOBODY, Scripts
 from vmsnapshot import trust
 from vmsnapshot.errors import VmsnapshotError
 

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, skip_or_fail
+from tests.helpers.cli import ROOT
+from tests.helpers.require import skip_or_fail
 
 UNITS = os.path.join(ROOT, "systemd")
 

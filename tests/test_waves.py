@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import skip_or_fail
-from tests.test_mountinfo import Mounter, mounter  # noqa: F401 (fixture)
+from tests.helpers.require import skip_or_fail
+from tests.helpers.mounter import Mounter
 from vmsnapshot.mounts import waves as waves_mod
 from vmsnapshot.mounts.mountinfo import MountInfo, parse_mountinfo, read_mountinfo
 from vmsnapshot.mounts.plan import plan

@@ -16,9 +16,9 @@ def vmsnapshot_cmd(*args: str) -> List[str]:
 
 def run_vmsnapshot(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("cwd", ROOT)
+    kw.setdefault("stderr", subprocess.PIPE)
     return subprocess.run(vmsnapshot_cmd(*args), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout,
-                          **kw)
+                          text=True, timeout=timeout, **kw)
 
 
 def run_json(*args: str, **kw) -> Dict[str, Any]:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from typing import Dict
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers.cli import ROOT, vmsnapshot_cmd
 from tests.helpers.configfiles import write_file
 

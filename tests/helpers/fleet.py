@@ -17,12 +17,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from tests.helpers import chroot
-from tests.helpers.loopfs import LoopFS, destroy_loopfs, make_loopfs, run
+from tests.helpers.loopfs import (LoopFS, destroy_loopfs, make_loopfs,
+                                  mount_image, run)
+from tests.helpers.wait import poll, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROOT_EXE = os.path.join(HERE, "fleet-chroot")
@@ -101,12 +102,10 @@ def make_machine(name: str, root: str, deb: str) -> Machine:
 
 
 def wait_holders_gone(machines: Sequence[Machine], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(m.holder_pid() is not None for m in machines):
-        if time.monotonic() > deadline:
-            raise AssertionError("holders still running: %s" % [
-                (m.name, m.holder_pid()) for m in machines])
-        time.sleep(0.1)
+    if not poll(lambda: all(m.holder_pid() is None for m in machines),
+                timeout, 0.1):
+        raise AssertionError("holders still running: %s" % [
+            (m.name, m.holder_pid()) for m in machines])
 
 
 def destroy_machine(m: Machine) -> List[str]:
@@ -218,23 +217,17 @@ def restore(image: str, mountpoint: str, name: str) -> Restored:
     line = [x for x in features.splitlines()
             if x.startswith("Filesystem features:")][0]
     clean = "needs_recovery" not in line
-    os.makedirs(mountpoint, exist_ok=True)
-    device = run("losetup", "--find", "--show", "--read-only",
-                 image).stdout.strip()
+    # noload: a journal that needed replay could not sneak past the check
+    # above by being replayed here.
+    lfs = mount_image(image, mountpoint, "ro,noload", "ext4")
     try:
-        # noload: a journal that needed replay could not sneak past the
-        # check above by being replayed here.
-        run("mount", "-t", "ext4", "-o", "ro,noload", device, mountpoint)
-        try:
-            try:
-                with open(os.path.join(mountpoint, "records")) as f:
-                    records = [int(x) for x in f.read().split()]
-            except FileNotFoundError:
-                records = []
-        finally:
-            run("umount", mountpoint)
+        with open(os.path.join(mountpoint, "records")) as f:
+            records = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        records = []
     finally:
-        run("losetup", "-d", device, check=False)
+        problems = destroy_loopfs(lfs, keep_image=True)
+    assert not problems, problems
     return Restored(name, clean, records)
 
 
@@ -271,11 +264,10 @@ class Writer:
         return acked(self.machines[0].root)
 
     def wait_acked(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.acked() < n:
+        def done() -> bool:
             assert self.proc.poll() is None, "the writer died"
-            assert time.monotonic() < deadline, "the writer is stuck"
-            time.sleep(0.02)
+            return self.acked() >= n
+        wait_until(done, timeout, "%d records acknowledged" % n)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -6,12 +6,13 @@ sends to its image blocks. An O_DIRECT writer on L then holds L's
 superblock write lock while it waits for that device, so a FIFREEZE of L
 blocks in its first stage (waiting for writers) until B is thawed.
 
-Use through the `hung_device` fixture (tests/conftest.py), whose teardown
-always thaws B first, then reaps the writer, then lets loopfs_factory
+Use through the `hung_device` fixture (a plugin, tests/conftest.py), whose
+teardown always thaws B first, then reaps the writer, then lets loopfs_factory
 unmount and detach everything.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,14 +21,27 @@ from typing import Callable, Iterator, List
 import pytest
 
 from tests.helpers.loopfs import LoopFS, run
+from tests.helpers.wait import wait_until
 
 
-def _state(pid: int) -> str:
+def _state(pid: int, task: str = "") -> str:
+    path = "/proc/%d/task/%s/stat" % (pid, task) if task \
+        else "/proc/%d/stat" % pid
     try:
-        with open("/proc/%d/stat" % pid) as f:
+        with open(path) as f:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "X"
+
+
+def sleeps_in_kernel(pid: int) -> bool:
+    """A thread of PID sleeps uninterruptibly (state D): a FIFREEZE stuck
+    behind the hung device."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return False
+    return any(_state(pid, t) == "D" for t in tasks)
 
 
 @dataclass
@@ -47,15 +61,14 @@ class HungDevice:
              "bs=64k", "count=64", "oflag=direct", "conv=fsync"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.writers.append(w)
-        deadline = time.monotonic() + 10
-        while _state(w.pid) != "D":
-            if w.poll() is not None:
-                raise AssertionError("the O_DIRECT writer on %s finished: "
-                                     "the device did not hang" % self.upper)
-            if time.monotonic() > deadline:
-                raise AssertionError("the O_DIRECT writer never blocked")
-            time.sleep(0.01)
+
+        def blocked() -> bool:
+            assert w.poll() is None, ("the O_DIRECT writer on %s finished: "
+                                      "the device did not hang" % self.upper)
+            return _state(w.pid) == "D"
+        wait_until(blocked, 10, "the O_DIRECT writer blocked", 0.01)
         time.sleep(settle_s)
+        assert blocked(), "the O_DIRECT writer did not stay blocked"
 
     def recover(self) -> None:
         """The device comes back: thaw B."""
@@ -104,8 +117,8 @@ def process_gone(pid: int) -> bool:
 
 @pytest.fixture
 def hung_device(loopfs_factory: Callable[..., LoopFS]) -> Iterator[HungDevice]:
-    """B and L (L's image on B), not hung yet: call hang(). Import this
-    fixture into a test module to use it."""
+    """B and L (L's image on B), not hung yet: call hang(). A plugin
+    fixture (tests/conftest.py): request it by name."""
     base = loopfs_factory("ext4", name="hung-base")
     upper = loopfs_factory("ext4", name="hung-upper",
                            image_dir=base.mountpoint)

@@ -5,19 +5,19 @@ it: pytest's basetemp (root, 0700), /tmp (root, 1777: accepted by the trust
 walk as a sticky *ancestor*), / (root, 0755). So the whole chain is trusted
 without touching any directory of the machine.
 
-Import the fixtures into a test module: ``from tests.helpers.scripts import
-scripts, no_leaks  # noqa: F401``.
+The fixtures `scripts` and `no_leaks` reach every test through the plugin
+list in tests/conftest.py.
 """
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
+from tests.helpers.wait import poll, wait_until
 from vmsnapshot.config.model import Plugin
 
 NOBODY = 65534
@@ -82,18 +82,19 @@ def read_int(path: str, default: int = 0) -> int:
         return default
 
 
+def _whole_lines(path: str) -> str:
+    """PATH's text once it ends with a newline (written whole), else ""."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    return text if text.endswith("\n") else ""
+
+
 def wait_for_file(path: str, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(path) as f:
-                text = f.read()
-            if text.endswith("\n"):
-                return text
-        except FileNotFoundError:
-            pass
-        time.sleep(0.02)
-    raise AssertionError("%s not written within %gs" % (path, timeout))
+    return wait_until(lambda: _whole_lines(path), timeout,
+                      "%s written" % path)
 
 
 def pid_gone(pid: int) -> bool:
@@ -107,12 +108,7 @@ def pid_gone(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pid_gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return poll(lambda: pid_gone(pid), timeout)
 
 
 def child_pids(parent: Optional[int] = None) -> List[int]:
@@ -149,9 +145,7 @@ def no_leaks() -> Iterator[None]:
     fds = open_fds()
     children = set(child_pids())
     yield
-    deadline = time.monotonic() + 2.0   # drain threads close their fds last
-    while open_fds() - fds and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll(lambda: not open_fds() - fds, 2.0)   # drain threads close theirs last
     leaked = sorted(open_fds() - fds)
     assert not leaked, "leaked fds: %s" % [
         (fd, _fd_target(fd)) for fd in leaked]

@@ -9,7 +9,7 @@ from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from tests.helpers import chroot
 from tests.vm import image as vmimage
 from tests.vm.machine import Machine

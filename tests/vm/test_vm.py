@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from tests.helpers.wait import poll
 from tests.vm import verify
 from tests.vm.machine import Machine
 
@@ -80,12 +81,11 @@ def resume_app(vm: Machine) -> None:
 
 def app_records(vm: Machine, at_least: int = 3) -> None:
     """Wait until the application has written a few records."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def records() -> int:
         out = vm.sh("wc -l < /data/app/records.log 2>/dev/null || echo 0")["out"]
-        if int(out.strip() or 0) >= at_least:
-            return
-        time.sleep(1)
+        return int(out.strip() or 0)
+    if poll(lambda: records() >= at_least, 60, 1):
+        return
     raise AssertionError("the application wrote nothing\n" + vm.diagnostics())
 
 
@@ -282,14 +282,10 @@ def test_kill_9_while_root_frozen_guardian_thaws(fault_vm: Machine) -> None:
     assert_alive(vm)
     # Nothing of the run outlives it: the guardian also killed the snapshot
     # command (which would otherwise wait for the host's "done" for ever).
-    deadline = time.monotonic() + 20
-    while True:
-        left = vm.sh("ps -eo stat=,args= | grep '[v]mtest-snapshot' "
+    def left() -> str:
+        return vm.sh("ps -eo stat=,args= | grep '[v]mtest-snapshot' "
                      "| grep -v '^Z' || true")["out"]
-        if left == "" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert left == "", left
+    assert poll(lambda: left() == "", 20, 0.5), left()
     recover = vm.sh(VMSNAPSHOT + " thaw --recover --json", check=False)
     assert recover["rc"] == 0, recover
     resume_app(vm)                      # no post-script ran

@@ -16,13 +16,14 @@ Nothing on the host is ever frozen.
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
+
+import loopfs
 
 
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -113,16 +114,12 @@ def check_xfs_clean(raw: str) -> None:
 def xfs_mounted(raw: str, mountpoint: str) -> Iterator[str]:
     """raw mounted read-only without log recovery; nouuid because every
     snapshot of the disk has the same UUID."""
-    os.makedirs(mountpoint, exist_ok=True)
-    device = _run(["losetup", "--find", "--show", "--read-only", raw]).stdout.strip()
+    lfs = loopfs.mount_image(raw, mountpoint, "ro,norecovery,nouuid", "xfs")
     try:
-        _run(["mount", "-t", "xfs", "-o", "ro,norecovery,nouuid", device, mountpoint])
-        try:
-            yield mountpoint
-        finally:
-            _run(["umount", mountpoint])
+        yield mountpoint
     finally:
-        _run(["losetup", "-d", device], check=False)
+        problems = loopfs.destroy_loopfs(lfs, keep_image=True)
+        assert not problems, problems
 
 
 # ---------------------------------------------------------------- records

@@ -1,18 +1,16 @@
-"""The VM suite's own pieces that need no VM: the record checker, the
-initramfs archive, the module closure."""
+"""The VM suite's own pieces, tested on the host (no VM boots, so not
+under the vm marker): the record checker, the initramfs archive, the
+module closure."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import zlib
 
 import pytest
 
+from tests.helpers.require import need_tool
 from tests.vm import verify
 from tests.vm.image import Cpio, module_closure
-
-pytestmark = pytest.mark.vm
-
 
 def rec(seq: int, payload: str) -> bytes:
     body = "%08d %s" % (seq, payload)
@@ -39,8 +37,7 @@ def test_records_damage_is_found(data: bytes, message: str) -> None:
 
 
 def test_cpio_is_read_by_cpio(tmp_path) -> None:
-    if shutil.which("cpio") is None:
-        pytest.skip("cpio not installed")
+    need_tool("cpio")
     archive = Cpio()
     archive.directory("bin")
     archive.file("bin/hello", b"hi\n", 0o755)
