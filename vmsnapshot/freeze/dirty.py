@@ -22,13 +22,10 @@ mount is synced, as before per-device estimates existed.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import uuid
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-MEMINFO = "/proc/meminfo"
 SYS_DEV_BLOCK = "/sys/dev/block"
 SYS_EXT4 = "/sys/fs/ext4"
 SYS_BTRFS = "/sys/fs/btrfs"
@@ -38,21 +35,6 @@ EXT4_FOREIGN_BLOCK = 4096
 # BTRFS_IOC_FS_INFO = _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args):
 # 1024 bytes, the fsid (16 bytes) at offset 16.
 BTRFS_IOC_FS_INFO = 0x8400941F
-
-
-def meminfo_dirty(meminfo: str = MEMINFO) -> Optional[int]:
-    """Dirty + Writeback from /proc/meminfo, or None if unreadable."""
-    total, found = 0, 0
-    try:
-        with open(meminfo, encoding="ascii") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("Dirty", "Writeback"):
-                    total += int(rest.split()[0]) * 1024
-                    found += 1
-    except (OSError, ValueError, IndexError):
-        return None
-    return total if found == 2 else None
 
 
 def _read_int(path: str) -> Optional[int]:
@@ -75,7 +57,24 @@ def device_name(major: int, minor: int) -> Optional[str]:
         return None
 
 
+def sectors_written(devices: Sequence[Tuple[int, int]]) -> Optional[int]:
+    """Sectors written so far to these block devices (field 7 of their
+    stat, 512-byte units), or None if one has no stat (btrfs' anonymous
+    device, nodev filesystems)."""
+    total = 0
+    for major, minor in devices:
+        try:
+            with open("%s/%d:%d/stat" % (SYS_DEV_BLOCK, major, minor),
+                      encoding="ascii") as f:
+                total += int(f.read().split()[6])
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
 def _btrfs_fsid(path: str, fd: Optional[int]) -> Optional[str]:
+    import fcntl     # here: uuid imports platform, ~4 ms of every run
+    import uuid
     own = fd is None
     try:
         if own:

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from vmsnapshot.freeze import dirty as kdirty
-from vmsnapshot.freeze import syncfs
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +33,9 @@ MAX_DEADLINE_S = 10.0
 # When the C core cannot tell its cap (no native module: the freeze fails
 # anyway, each worker reports it).
 DEFAULT_WORKERS = 64
-MEMINFO = kdirty.MEMINFO
-SYS_DEV_BLOCK = kdirty.SYS_DEV_BLOCK
+MEMINFO = "/proc/meminfo"
+# vmsnapshot.freeze.dirty and .syncfs load only when a pass may run: a
+# run on clean filesystems does not pay for their import (issue 15).
 
 
 @dataclass(frozen=True)
@@ -113,23 +112,19 @@ def normalize_mode(value: Any) -> Optional[str]:
 
 
 def dirty_bytes(meminfo: str = MEMINFO) -> Optional[int]:
-    """Dirty + Writeback machine-wide (vmsnapshot.freeze.dirty)."""
-    return kdirty.meminfo_dirty(meminfo)
-
-
-def _sectors_written(devices: Sequence[Tuple[int, int]]) -> Optional[int]:
-    """Sectors written so far to these block devices (field 7 of their
-    stat, 512-byte units), or None if one has no stat (btrfs' anonymous
-    device, nodev filesystems)."""
-    total = 0
-    for major, minor in devices:
-        try:
-            with open("%s/%d:%d/stat" % (SYS_DEV_BLOCK, major, minor),
-                      encoding="ascii") as f:
-                total += int(f.read().split()[6])
-        except (OSError, ValueError, IndexError):
-            return None
-    return total
+    """Dirty + Writeback from /proc/meminfo (machine-wide), or None if
+    unreadable."""
+    total, found = 0, 0
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Dirty", "Writeback"):
+                    total += int(rest.split()[0]) * 1024
+                    found += 1
+    except (OSError, ValueError, IndexError):
+        return None
+    return total if found == 2 else None
 
 
 def _workers() -> int:
@@ -189,6 +184,7 @@ def _choose(mode: str, items: Sequence[Tuple[str, Optional[int]]],
         return [], reason, (), None
     if mode != "auto" or now is None:
         return list(range(len(items))), reason, (), None
+    from vmsnapshot.freeze import dirty as kdirty
     est = [kdirty.mount_estimate(path, fd, dev) for (path, fd), dev in
            zip(items, list(devices) + [(0, 0)] * len(items))]
     own = {e.key: e.bytes for e in est if e.key and e.bytes is not None}
@@ -226,13 +222,15 @@ def sync_pass(stage: str, mode: str,
     if not chosen:
         return PassReport(stage, False, reason, dirty_bytes=before,
                           mounts=view, unplaced_bytes=unplaced)
+    from vmsnapshot.freeze import dirty as kdirty
     devs = sorted(set(devices[i] for i in chosen if i < len(devices)))
-    sectors = _sectors_written(devs)
+    sectors = kdirty.sectors_written(devs)
+    from vmsnapshot.freeze import syncfs
     start = time.monotonic()
     stuck, errors = syncfs.parallel([items[i] for i in chosen], _workers(),
                                     deadline_s)
     duration_ms = (time.monotonic() - start) * 1000.0
-    after = _sectors_written(devs) if sectors is not None else None
+    after = kdirty.sectors_written(devs) if sectors is not None else None
     now = dirty_bytes()
     if sectors is not None and after is not None:
         flushed: Optional[int] = max(0, after - sectors) * 512

@@ -12,10 +12,9 @@ file during the call).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 class _Job:
@@ -49,13 +48,14 @@ class _Job:
             self.done.notify_all()
 
 
-_libc: Optional[ctypes.CDLL] = None
+_libc: Any = None      # ctypes.CDLL, loaded by the first pass that runs
 
 
 def syncfs(fd: int) -> int:
     """syncfs(fd) through libc: 0 or the errno.  ctypes drops the GIL for
     the call, so the workers block in the kernel side by side."""
     global _libc
+    import ctypes    # here: ~4 ms that a run without a pass never pays
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syncfs.argtypes = [ctypes.c_int]
