@@ -29,9 +29,8 @@ from typing import Dict, Optional, Sequence, Tuple
 SYS_DEV_BLOCK = "/sys/dev/block"
 SYS_EXT4 = "/sys/fs/ext4"
 SYS_BTRFS = "/sys/fs/btrfs"
-# ext4 reports blocks; other machines' ext4 filesystems are not ours to
-# statfs, and 4 KiB is mkfs' default above 512 MiB.
-EXT4_FOREIGN_BLOCK = 4096
+# ext4 reports blocks, of 1 KiB at least.
+EXT4_MIN_BLOCK = 1024
 # BTRFS_IOC_FS_INFO = _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args):
 # 1024 bytes, the fsid (16 bytes) at offset 16.
 BTRFS_IOC_FS_INFO = 0x8400941F
@@ -112,7 +111,7 @@ def mount_estimate(path: str, fd: Optional[int], dev: Tuple[int, int]
             bsize = (os.fstatvfs(fd) if fd is not None
                      else os.statvfs(path)).f_bsize
         except OSError:
-            bsize = EXT4_FOREIGN_BLOCK
+            bsize = EXT4_MIN_BLOCK
         return Estimate(blocks * bsize, "ext4 delayed_allocation_blocks",
                         "ext4/" + name)
     fsid = _btrfs_fsid(path, fd)
@@ -125,14 +124,36 @@ def mount_estimate(path: str, fd: Optional[int], dev: Tuple[int, int]
     return Estimate(None)
 
 
+def _ext4_block_size(name: str, mounts: Dict[Tuple[int, int], str]) -> int:
+    """The block size of the ext4 filesystem on device NAME, from a mount
+    of it (MOUNTS: device -> ext4 mount point); its smallest possible value
+    when none is visible here, so that what no counter places is never
+    underestimated."""
+    try:
+        with open("/sys/class/block/%s/dev" % name, encoding="ascii") as f:
+            major, minor = (int(x) for x in f.read().split(":"))
+        return os.statvfs(mounts[(major, minor)]).f_bsize
+    except (OSError, ValueError, KeyError):
+        return EXT4_MIN_BLOCK
+
+
+def _ext4_mounts() -> Dict[Tuple[int, int], str]:
+    from vmsnapshot.mounts.mountinfo import read_mountinfo
+    try:
+        return {(m.major, m.minor): m.mount_point for m in read_mountinfo()
+                if m.fstype == "ext4"}
+    except OSError:
+        return {}
+
+
 def machine_placed(own: Dict[str, int]) -> int:
     """What every ext4 and btrfs counter of the machine accounts for; OWN
-    (key -> bytes) replaces the guess of a block size for our mounts."""
+    (key -> bytes) gives our mounts' figures, already in bytes."""
     total = 0
-    for fs, base, leaf, scale in (
-            ("ext4", SYS_EXT4, "delayed_allocation_blocks",
-             EXT4_FOREIGN_BLOCK),
-            ("btrfs", SYS_BTRFS, "allocation/data/bytes_may_use", 1)):
+    mounts: Optional[Dict[Tuple[int, int], str]] = None
+    for fs, base, leaf in (
+            ("ext4", SYS_EXT4, "delayed_allocation_blocks"),
+            ("btrfs", SYS_BTRFS, "allocation/data/bytes_may_use")):
         try:
             names = os.listdir(base)
         except OSError:
@@ -143,6 +164,9 @@ def machine_placed(own: Dict[str, int]) -> int:
                 total += own[key]
                 continue
             value = _read_int("%s/%s/%s" % (base, name, leaf))
-            if value is not None:
-                total += value * scale
+            if value and fs == "ext4":
+                if mounts is None:
+                    mounts = _ext4_mounts()
+                value *= _ext4_block_size(name, mounts)
+            total += value or 0
     return total

@@ -22,8 +22,14 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "true", "false")
 # Below this much Dirty+Writeback machine-wide, FIFREEZE's own sync is a
 # few ms even on a slow disk (8 MiB at 200 MB/s is 40 ms, spread over the
-# mounts); the same bound applies to what no per-mount counter places.
+# mounts): no pass, and no per-mount counter read.
 AUTO_MIN_BYTES = 8 << 20
+# What no per-mount counter places (xfs, overwrites, writeback) may sit on
+# any mount: from this much on, every mount is synced.  Twice the machine
+# bound: such data is rarely on one mount only, and a lower bound synced
+# every clean filesystem of the bench's D=0 case (8 writers each
+# rewriting 1 MiB in place: 8 MiB unplaced, none of it worth a syncfs).
+UNPLACED_MIN_BYTES = 16 << 20
 # A mount whose own counter shows less is left to FIFREEZE: its sync is
 # ~20 ms at 200 MB/s, less than what a syncfs costs the writers of a
 # clean filesystem (a journal commit that waits for their pages).
@@ -175,7 +181,7 @@ def _choose(mode: str, items: Sequence[Tuple[str, Optional[int]]],
     """Which ITEMS a pass syncs (indexes), why, auto's per-mount view and
     the unplaced bytes.  Auto syncs a mount whose own counter shows
     MOUNT_MIN_BYTES, and every mount when what no counter places (xfs,
-    overwrites, writeback) reaches AUTO_MIN_BYTES: a clean filesystem
+    overwrites, writeback) reaches UNPLACED_MIN_BYTES: a clean filesystem
     does not pay for another one's dirty data (issue 15)."""
     run, reason = decide(mode, now, since)
     if not items:
@@ -191,7 +197,7 @@ def _choose(mode: str, items: Sequence[Tuple[str, Optional[int]]],
     unplaced = max(0, now - kdirty.machine_placed(own))
     if since is not None:   # the second pass: only what appeared since
         unplaced = min(unplaced, max(0, now - since))
-    if unplaced >= AUTO_MIN_BYTES:
+    if unplaced >= UNPLACED_MIN_BYTES:
         chosen = list(range(len(items)))
         reason = ("auto: %d MiB dirty that no per-filesystem counter "
                   "places" % (unplaced >> 20))
@@ -219,6 +225,7 @@ def sync_pass(stage: str, mode: str,
     before = dirty_bytes()
     chosen, reason, view, unplaced = _choose(mode, items, devices, before,
                                              since)
+    log.debug("presync %s: %s", stage, reason)
     if not chosen:
         return PassReport(stage, False, reason, dirty_bytes=before,
                           mounts=view, unplaced_bytes=unplaced)
