@@ -24,6 +24,8 @@ def utcnow() -> datetime.datetime:
 
 @dataclass(frozen=True)
 class RunMeta:
+    """Which run, host and version a report comes from."""
+
     run_id: str
     trigger: str                 # "run", "hook", "pre/post", an adapter
     started_at: str              # RFC 3339 UTC

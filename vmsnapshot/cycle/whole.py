@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunOptions:
+    """What the command line asks of one `run`."""
+
     config_path: Optional[str] = None
     mounts: Sequence[str] = ()
     exclude: Sequence[str] = ()
