@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 SYS_DEV_BLOCK = "/sys/dev/block"
 SYS_EXT4 = "/sys/fs/ext4"
@@ -138,12 +138,26 @@ def _ext4_block_size(name: str, mounts: Dict[Tuple[int, int], str]) -> int:
 
 
 def _ext4_mounts() -> Dict[Tuple[int, int], str]:
-    from vmsnapshot.mounts.mountinfo import read_mountinfo
+    """device -> mount point of the ext4 mounts whose path crosses no
+    network or FUSE mount (a statvfs there may hang for ever)."""
+    from vmsnapshot.mounts.mountinfo import (REMOTE_KINDS, fstype_kind,
+                                             read_mountinfo)
     try:
-        return {(m.major, m.minor): m.mount_point for m in read_mountinfo()
-                if m.fstype == "ext4"}
+        mounts = read_mountinfo()
     except OSError:
         return {}
+    by_id = {m.mount_id: m for m in mounts}
+
+    def reachable(m: Any) -> bool:
+        seen = set()
+        while m is not None and m.mount_id not in seen:
+            if fstype_kind(m.fstype) in REMOTE_KINDS:
+                return False
+            seen.add(m.mount_id)
+            m = by_id.get(m.parent_id)
+        return True
+    return {(m.major, m.minor): m.mount_point for m in mounts
+            if m.fstype == "ext4" and reachable(m)}
 
 
 def machine_placed(own: Dict[str, int]) -> int:
