@@ -136,14 +136,17 @@ def test_the_pass_meets_its_deadline_on_a_hung_device(loopfs_factory):
 
 
 def _hang_and_sync(hd: HungDevice) -> None:
+    """auto: reading the counters of a hung filesystem does not block (no
+    I/O), its dirty data is seen, and the syncfs meets the deadline."""
     upper = hd.upper.mountpoint
-    dirty(upper + "/data", 4)
+    dirty(upper + "/data", 12)
     hd.hang()
     start = time.monotonic()
-    p = presync.sync_pass("before-pre", "true", [(upper, None)],
+    p = presync.sync_pass("before-pre", "auto", [(upper, None)],
                           [dev_of(upper)], 1.5)
     took = time.monotonic() - start
     assert p.timed_out == (upper,) and p.ran, p
+    assert p.mounts[0].synced and p.mounts[0].dirty_bytes >= 8 * MIB, p
     assert 1.0 < took < 10, took
     assert 1000 < p.duration_ms < 10000
     hd.recover()
