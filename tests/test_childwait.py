@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.helpers.require import skip_or_fail
 from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import guardian as guardian_mod
 

@@ -7,7 +7,7 @@ import ast
 import os
 from typing import Dict, Iterator, Set, Tuple
 
-from tests.conftest import ROOT
+from tests.helpers.cli import ROOT
 
 PKG = os.path.join(ROOT, "vmsnapshot")
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.loopfs import LoopFS, is_frozen, run
 from vmsnapshot.freeze import native
+from vmsnapshot.freeze import syncfs as freeze_syncfs
 from vmsnapshot.errors import Catalogue, FreezeError
 
 PAYLOAD = b"vmsnapshot-" * 100000   # ~1 MiB with a recognisable pattern
@@ -244,15 +245,15 @@ def test_no_fd_leak(loopfs_factory, opened):
             fr.freeze()
             time.sleep(0.4)
         assert fd_count() == before
-    native.syncfs(fd)
+    freeze_syncfs.syncfs(fd)
     assert fd_count() == before
 
 
 def test_syncfs_and_thaw_fd(loopfs_factory, opened):
     a = loopfs_factory("ext4")
     fd = opened(a)
-    assert native.syncfs(fd) == 0
-    assert native.syncfs(987654) == errno.EBADF
+    assert freeze_syncfs.syncfs(fd) == 0
+    assert freeze_syncfs.syncfs(987654) == errno.EBADF
     assert native.thaw_fd(fd) == errno.EINVAL   # not frozen
     run("fsfreeze", "-f", a.mountpoint)
     assert native.thaw_fd(fd) == 0

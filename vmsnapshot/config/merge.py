@@ -31,6 +31,8 @@ _PRESYNC_RANK = {True: 2, "true": 2, "auto": 1, False: 0, "false": 0}
 
 @dataclass(frozen=True)
 class Rule:
+    """How one setting is combined across configuration files."""
+
     combine: Callable[[Sequence[Any]], Any]
     why: str                        # how run chooses, for the message
     conflicts: bool = True          # False: values add up, never disagree
@@ -93,6 +95,8 @@ def merged_value(config: Config, key: str) -> Any:
 
 @dataclass(frozen=True)
 class Merged:
+    """The merged configuration and what merging it found."""
+
     config: Config
     conflicts: Tuple[ErrorRecord, ...]   # settings: check fails, run warns
     errors: Tuple[ErrorRecord, ...]      # duplicate plugin names

@@ -128,6 +128,8 @@ def config_file(path: Optional[str] = None, root: str = "/"
 
 @dataclass(frozen=True)
 class Source:
+    """One configuration file found on the search path."""
+
     path: str
     fmt: str                # a LOADERS key, "" for a file never parsed
     skipped: str = ""       # why it adds nothing; "" when it was read

@@ -4,8 +4,7 @@ or a fleet's metrics says which run, host and version it came from."""
 from __future__ import annotations
 
 import datetime
-import socket
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -25,6 +24,8 @@ def utcnow() -> datetime.datetime:
 
 @dataclass(frozen=True)
 class RunMeta:
+    """Which run, host and version a report comes from."""
+
     run_id: str
     trigger: str                 # "run", "hook", "pre/post", an adapter
     started_at: str              # RFC 3339 UTC
@@ -41,7 +42,12 @@ class RunMeta:
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID in hex, as uuid.uuid4().hex, without the
+    uuid module (it imports platform: ~4 ms of every run, issue 15)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40     # version 4
+    b[8] = (b[8] & 0x3F) | 0x80     # RFC 4122 variant
+    return b.hex()
 
 
 def finish(trigger: str, started: datetime.datetime,
@@ -52,5 +58,5 @@ def finish(trigger: str, started: datetime.datetime,
     return RunMeta(
         run_id=run_id or new_run_id(), trigger=trigger,
         started_at=rfc3339(started), ended_at=rfc3339(utcnow()),
-        hostname=socket.gethostname(), version=__version__,
+        hostname=os.uname().nodename, version=__version__,
         config_sources=tuple(sources))

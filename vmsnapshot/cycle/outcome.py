@@ -9,7 +9,7 @@ exception cannot throw away the script results already gathered.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import datetime
 
@@ -19,8 +19,10 @@ from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.freeze.presync import PassReport, PresyncReport
 from vmsnapshot.cycle.report import FreezeReport, MountReport, Report, SnapshotReport
-from vmsnapshot.scripts.oneshot import ScriptResult
 from vmsnapshot.scripts.spawn import signal_name
+
+if TYPE_CHECKING:   # one-shot scripts load only when a plugin is configured
+    from vmsnapshot.scripts.oneshot import ScriptResult
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from vmsnapshot.mounts import mountinfo
 from vmsnapshot.mounts import plan
@@ -24,20 +24,25 @@ from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.freeze.session import FreezeSession, close_targets, open_targets
 from vmsnapshot.cycle.frozenlog import logs_held_in_memory
-from vmsnapshot.scripts.held import HeldHook, start_held
 from vmsnapshot.cycle.freezerows import judge_freeze, unopened_rows
 from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import MountReport, Report
 from vmsnapshot.cycle.lock import RunLock
-from vmsnapshot.scripts.oneshot import run_phase
 from vmsnapshot.cycle.signals import SignalTrap
 from vmsnapshot.cycle.snapshot import run_snapshot
+
+if TYPE_CHECKING:
+    from vmsnapshot.scripts.held import HeldHook
+# vmsnapshot.scripts (subprocess, cgroups, the script records) is imported
+# only when a plugin is configured: ~10 ms of a freeze-only run (issue 15).
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunOptions:
+    """What the command line asks of one `run`."""
+
     config_path: Optional[str] = None
     mounts: Sequence[str] = ()
     exclude: Sequence[str] = ()
@@ -94,12 +99,16 @@ def pre_phase(config: Config, trap: SignalTrap, o: Outcomes
     trapped signal stops every script at once. Returns the held hooks,
     which the caller must release (post_phase) whatever happens."""
     stop = trap.is_set
-    held = [start_held(p) for p in config.plugins if p.hold and p.pre]
+    held: List[HeldHook] = []
+    if any(p.hold and p.pre for p in config.plugins):
+        from vmsnapshot.scripts.held import start_held
+        held = [start_held(p) for p in config.plugins if p.hold and p.pre]
     # A stopped wait says RunInterrupted: the run records that once itself.
     o.ready = tuple(None if e is not None and
                     e.entry is Catalogue.RUN_INTERRUPTED else e
                     for e in (h.wait_ready(should_stop=stop) for h in held))
-    if not trap.is_set():
+    if not trap.is_set() and config.plugins:
+        from vmsnapshot.scripts.oneshot import run_phase
         o.pre = tuple(run_phase(config.plugins, "pre", should_stop=stop))
     if trap.received:
         o.interrupt(trap.received, "in the pre phase")
@@ -132,6 +141,9 @@ def post_phase(config: Config, held: Sequence[HeldHook],
     plugin whose pre-script ran (also when it failed), and of plugins that
     have only a post-script."""
     o.released = tuple(hook.release() for hook in held)
+    if not config.plugins:
+        return
+    from vmsnapshot.scripts.oneshot import run_phase
     ran = {s.plugin for s in o.pre + o.released if s.attempts > 0}
     o.post = tuple(run_phase(
         [p for p in config.plugins if p.name in ran or not p.pre], "post"))

@@ -10,9 +10,6 @@ helper thread so that the main thread can stop it on a signal.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import importlib
 import os
 import threading
@@ -25,7 +22,7 @@ from vmsnapshot.freeze.guard import GUARD_ENV, check_guard
 from vmsnapshot.freeze.records import STATES, MountOutcome, RunStatus
 
 __all__ = ["FreezeRun", "MountOutcome", "RunStatus", "STATES", "GUARD_ENV",
-           "load", "check_guard", "thaw_fd", "identity", "syncfs"]
+           "load", "check_guard", "thaw_fd", "identity"]
 
 # How often freeze(should_stop) asks whether to stop.
 STOP_POLL_S = 0.02
@@ -252,19 +249,3 @@ def identity(fd: int) -> Tuple[int, str]:
         raise OSError(mod.ffi.errno, os.strerror(mod.ffi.errno))
     return (int(ident.mnt_id_unique),
             bytes(ident.uuid[0:ident.uuid_len]).hex())
-
-
-_libc: Any = None
-
-
-def syncfs(fd: int) -> int:
-    """One syncfs(fd): 0 or the errno. Blocks for as long as the writeback
-    takes (ctypes releases the GIL meanwhile). Presync no longer goes
-    through the C core: nothing is frozen yet, so libc's call suffices."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                            use_errno=True)
-    if _libc.syncfs(ctypes.c_int(fd)) == 0:
-        return 0
-    return ctypes.get_errno() or errno.EIO

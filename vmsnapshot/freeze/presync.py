@@ -1,8 +1,9 @@
 """Presync: write dirty data back with parallel syncfs() before the freeze,
 so the sync inside FIFREEZE (while every writer is blocked) is short.
 
-[freeze] presync = auto (default) syncs only when the kernel holds enough
-dirty or writeback data for it to matter; true/false force it.  Each pass
+[freeze] presync = auto (default) syncs only the filesystems that hold
+enough dirty data for it to matter (vmsnapshot.freeze.dirty says how it
+is estimated per mount); true/false force every filesystem.  Each pass
 has its own deadline: a device that cannot keep up is left to FIFREEZE,
 under the watchdog, instead of stretching the run.  A syncfs still blocked
 at the deadline stays in its daemon thread (the kernel cannot abort it) and
@@ -11,22 +12,51 @@ closes its own fd when it returns.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "true", "false")
-# Below this much Dirty+Writeback, FIFREEZE's own sync is a few ms even on
-# a slow disk (8 MiB at 200 MB/s is 40 ms, spread over the mounts).
+# Below this much Dirty+Writeback machine-wide, FIFREEZE's own sync is a
+# few ms even on a slow disk (8 MiB at 200 MB/s is 40 ms, spread over the
+# mounts): no pass, and no per-mount counter read.
 AUTO_MIN_BYTES = 8 << 20
+# What no per-mount counter places (xfs, overwrites, writeback) may sit on
+# any mount: from this much on, every mount is synced.  Twice the machine
+# bound: such data is rarely on one mount only, and a lower bound synced
+# every clean filesystem of the bench's D=0 case (8 writers each
+# rewriting 1 MiB in place: 8 MiB unplaced, none of it worth a syncfs).
+UNPLACED_MIN_BYTES = 16 << 20
+# A mount whose own counter shows less is left to FIFREEZE: its sync is
+# ~20 ms at 200 MB/s, less than what a syncfs costs the writers of a
+# clean filesystem (a journal commit that waits for their pages).
+MOUNT_MIN_BYTES = 4 << 20
 # A pass never waits longer than this, nor half the freeze timeout.
 MAX_DEADLINE_S = 10.0
+# When the C core cannot tell its cap (no native module: the freeze fails
+# anyway, each worker reports it).
+DEFAULT_WORKERS = 64
 MEMINFO = "/proc/meminfo"
-SYS_DEV_BLOCK = "/sys/dev/block"
+# vmsnapshot.freeze.dirty and .syncfs load only when a pass may run: a
+# run on clean filesystems does not pay for their import (issue 15).
+
+
+@dataclass(frozen=True)
+class MountChoice:
+    """One mount in an auto pass: its own counter and whether it synced."""
+
+    mount_point: str
+    synced: bool
+    dirty_bytes: Optional[int]      # None: no per-filesystem counter
+    counter: str = ""
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"mount_point": self.mount_point, "synced": self.synced,
+                "dirty_bytes": self.dirty_bytes,
+                "counter": self.counter or None}
 
 
 @dataclass(frozen=True)
@@ -42,14 +72,20 @@ class PassReport:
     timed_out: Tuple[str, ...] = ()      # mounts still syncing at deadline
     failed: Tuple[str, ...] = ()         # "path: strerror"
     dirty_after: Optional[int] = None    # Dirty+Writeback when it ended
+    mounts: Tuple[MountChoice, ...] = ()  # auto's per-mount decision
+    unplaced_bytes: Optional[int] = None  # dirty no mount counter places
 
     def to_json(self) -> Dict[str, Any]:
-        return {"stage": self.stage, "ran": self.ran, "reason": self.reason,
-                "duration_ms": round(self.duration_ms, 3),
-                "dirty_bytes": self.dirty_bytes,
-                "flushed_bytes": self.flushed_bytes,
-                "timed_out": list(self.timed_out),
-                "failed": list(self.failed)}
+        out = {"stage": self.stage, "ran": self.ran, "reason": self.reason,
+               "duration_ms": round(self.duration_ms, 3),
+               "dirty_bytes": self.dirty_bytes,
+               "flushed_bytes": self.flushed_bytes,
+               "timed_out": list(self.timed_out),
+               "failed": list(self.failed)}
+        if self.mounts:
+            out["mounts"] = [m.to_json() for m in self.mounts]
+            out["unplaced_bytes"] = self.unplaced_bytes
+        return out
 
 
 @dataclass(frozen=True)
@@ -82,8 +118,8 @@ def normalize_mode(value: Any) -> Optional[str]:
 
 
 def dirty_bytes(meminfo: str = MEMINFO) -> Optional[int]:
-    """Dirty + Writeback from /proc/meminfo (machine-wide: the kernel keeps
-    no per-filesystem count outside debugfs), or None if unreadable."""
+    """Dirty + Writeback from /proc/meminfo (machine-wide), or None if
+    unreadable."""
     total, found = 0, 0
     try:
         with open(meminfo, encoding="ascii") as f:
@@ -97,29 +133,14 @@ def dirty_bytes(meminfo: str = MEMINFO) -> Optional[int]:
     return total if found == 2 else None
 
 
-def _sectors_written(devices: Sequence[Tuple[int, int]]) -> Optional[int]:
-    """Sectors written so far to these block devices (field 7 of their
-    stat, 512-byte units), or None if one has no stat (btrfs' anonymous
-    device, nodev filesystems)."""
-    total = 0
-    for major, minor in devices:
-        try:
-            with open("%s/%d:%d/stat" % (SYS_DEV_BLOCK, major, minor),
-                      encoding="ascii") as f:
-                total += int(f.read().split()[6])
-        except (OSError, ValueError, IndexError):
-            return None
-    return total
-
-
 def _workers() -> int:
     """As many syncfs at once as the freeze has FIFREEZE workers: the C
     core's cap, chosen by measurement (bench/README.md)."""
     try:
         from vmsnapshot.freeze import native
         return int(native.load().lib.VMS_DEFAULT_THREADS)
-    except Exception:   # no native module: the workers report it per mount
-        return 1
+    except Exception:
+        return DEFAULT_WORKERS
 
 
 def deadline_for(freeze_timeout_s: float) -> float:
@@ -152,107 +173,84 @@ def decide(mode: str, dirty: Optional[int],
         dirty >> 10)
 
 
-class _Job:
-    """Mounts to sync, shared by the workers; results under one lock."""
-
-    def __init__(self, items: Sequence[Tuple[str, Optional[int]]]) -> None:
-        self.items = list(items)        # (path, fd or None: open it)
-        self.lock = threading.Lock()
-        self.done = threading.Condition(self.lock)
-        self.next = 0
-        self.finished = 0
-        self.busy: Dict[int, str] = {}  # index -> path, inside syncfs
-        self.errors: List[str] = []
-        self.cancelled = False          # the deadline passed: start no more
-
-    def take(self) -> Optional[int]:
-        with self.lock:
-            if self.cancelled or self.next >= len(self.items):
-                return None
-            i = self.next
-            self.next += 1
-            self.busy[i] = self.items[i][0]
-            return i
-
-    def finish(self, i: int, error: Optional[str]) -> None:
-        with self.lock:
-            del self.busy[i]
-            self.finished += 1
-            if error:
-                self.errors.append(error)
-            self.done.notify_all()
-
-
-def _worker(job: _Job) -> None:
-    from vmsnapshot.freeze import native
-    while True:
-        i = job.take()
-        if i is None:
-            return
-        path, fd = job.items[i]
-        error = None
-        own = fd is None
-        try:
-            if own:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY
-                             | os.O_CLOEXEC)
-            err = native.syncfs(fd)
-            if err:
-                error = "%s: %s" % (path, os.strerror(err))
-        except OSError as e:
-            error = "%s: %s" % (path, e.strerror)
-        except Exception as e:  # the native module is missing or broken
-            error = "%s: %s" % (path, e)
-        finally:
-            if own and fd is not None:
-                os.close(fd)
-        job.finish(i, error)
+def _choose(mode: str, items: Sequence[Tuple[str, Optional[int]]],
+            devices: Sequence[Tuple[int, int]], now: Optional[int],
+            since: Optional[int]
+            ) -> Tuple[List[int], str, Tuple[MountChoice, ...],
+                       Optional[int]]:
+    """Which ITEMS a pass syncs (indexes), why, auto's per-mount view and
+    the unplaced bytes.  Auto syncs a mount whose own counter shows
+    MOUNT_MIN_BYTES, and every mount when what no counter places (xfs,
+    overwrites, writeback) reaches UNPLACED_MIN_BYTES: a clean filesystem
+    does not pay for another one's dirty data (issue 15)."""
+    run, reason = decide(mode, now, since)
+    if not items:
+        return [], "no filesystem to freeze", (), None
+    if not run:
+        return [], reason, (), None
+    if mode != "auto" or now is None:
+        return list(range(len(items))), reason, (), None
+    from vmsnapshot.freeze import dirty as kdirty
+    est = [kdirty.mount_estimate(path, fd, dev) for (path, fd), dev in
+           zip(items, list(devices) + [(0, 0)] * len(items))]
+    own = {e.key: e.bytes for e in est if e.key and e.bytes is not None}
+    unplaced = max(0, now - kdirty.machine_placed(own))
+    if since is not None:   # the second pass: only what appeared since
+        unplaced = min(unplaced, max(0, now - since))
+    if unplaced >= UNPLACED_MIN_BYTES:
+        chosen = list(range(len(items)))
+        reason = ("auto: %d MiB dirty that no per-filesystem counter "
+                  "places" % (unplaced >> 20))
+    else:
+        chosen = [i for i, e in enumerate(est)
+                  if e.bytes is not None and e.bytes >= MOUNT_MIN_BYTES]
+        reason = ("auto: %d of %d filesystems dirty" % (
+            len(chosen), len(items)) if chosen else
+            "auto: every filesystem clean (%d MiB dirty elsewhere)"
+            % (now >> 20))
+    picked = set(chosen)
+    view = tuple(MountChoice(path, i in picked, e.bytes, e.counter)
+                 for i, ((path, _), e) in enumerate(zip(items, est)))
+    return chosen, reason, view, unplaced
 
 
 def sync_pass(stage: str, mode: str,
               items: Sequence[Tuple[str, Optional[int]]],
               devices: Sequence[Tuple[int, int]],
               deadline_s: float, since: Optional[int] = None) -> PassReport:
-    """One pass over ITEMS ((path, open fd or None to open the path)):
-    decide, then syncfs() them in parallel until done or DEADLINE_S.  An
-    fd given is borrowed; the caller may close it after the pass, even
-    while a syncfs past the deadline still runs on it (the kernel holds its
-    own reference to the file during the call)."""
-    dirty = dirty_bytes()
-    run, reason = decide(mode, dirty, since)
-    if not items:
-        run, reason = False, "no filesystem to freeze"
-    if not run:
-        return PassReport(stage, False, reason, dirty_bytes=dirty)
-    devs = sorted(set(devices))
-    sectors = _sectors_written(devs)
-    job = _Job(items)
+    """One pass over ITEMS ((path, open fd or None to open the path);
+    DEVICES: their (major, minor), in the same order): decide, then
+    syncfs() the chosen ones in parallel (vmsnapshot.freeze.syncfs) until
+    done or DEADLINE_S."""
+    before = dirty_bytes()
+    chosen, reason, view, unplaced = _choose(mode, items, devices, before,
+                                             since)
+    log.debug("presync %s: %s", stage, reason)
+    if not chosen:
+        return PassReport(stage, False, reason, dirty_bytes=before,
+                          mounts=view, unplaced_bytes=unplaced)
+    from vmsnapshot.freeze import dirty as kdirty
+    devs = sorted(set(devices[i] for i in chosen if i < len(devices)))
+    sectors = kdirty.sectors_written(devs)
+    from vmsnapshot.freeze import syncfs
     start = time.monotonic()
-    for _ in range(min(_workers(), len(job.items))):
-        threading.Thread(target=_worker, args=(job,), daemon=True,
-                         name="presync").start()
-    with job.lock:
-        job.done.wait_for(lambda: job.finished == len(job.items),
-                          timeout=deadline_s)
-        job.cancelled = True
-        stuck = tuple(sorted(job.busy.values())) + tuple(
-            p for p, _ in job.items[job.next:])
-        errors = tuple(job.errors)
+    stuck, errors = syncfs.parallel([items[i] for i in chosen], _workers(),
+                                    deadline_s)
     duration_ms = (time.monotonic() - start) * 1000.0
-    after = _sectors_written(devs) if sectors is not None else None
+    after = kdirty.sectors_written(devs) if sectors is not None else None
     now = dirty_bytes()
     if sectors is not None and after is not None:
         flushed: Optional[int] = max(0, after - sectors) * 512
     else:
-        flushed = (None if dirty is None or now is None
-                   else max(0, dirty - now))
+        flushed = (None if before is None or now is None
+                   else max(0, before - now))
     if stuck:
         log.warning("presync %s: still syncing after %.1fs, left to the "
                     "freeze: %s", stage, deadline_s, ", ".join(stuck))
     for e in errors:
         log.warning("presync %s: %s", stage, e)
-    return PassReport(stage, True, reason, duration_ms, dirty, flushed,
-                      stuck, errors, now)
+    return PassReport(stage, True, reason, duration_ms, before, flushed,
+                      stuck, errors, now, view, unplaced)
 
 
 def before_pre(mode: str, decisions: Sequence[Any], enabled: bool,
