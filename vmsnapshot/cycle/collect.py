@@ -14,7 +14,7 @@ from vmsnapshot.cycle import holder
 from vmsnapshot.cycle import policy
 from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import Report
-from vmsnapshot.cycle.whole import RunOptions, load_run_config
+from vmsnapshot.cycle.phases import RunOptions, load_run_config
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts.oneshot import run_phase
 

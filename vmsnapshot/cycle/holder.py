@@ -28,8 +28,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from vmsnapshot import exitstatus
 from vmsnapshot.freeze import state
-from vmsnapshot.cycle.whole import (FreezeStep, RunOptions, load_run_config,
-                              plan_mounts, post_phase, pre_phase)
+from vmsnapshot.cycle.phases import (FreezeStep, RunOptions, load_run_config,
+                                     plan_mounts, post_phase, pre_phase)
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts.held import HeldHook
 from vmsnapshot.cycle.frozenlog import logs_held_in_memory
