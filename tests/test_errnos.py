@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from typing import Callable, Iterator, List
 
 import pytest
 
 from tests.helpers.loopfs import LoopFS, is_frozen, run
+from tests.helpers.wait import wait_until
 from vmsnapshot.cycle.freezerows import judge_freeze
 from vmsnapshot.errors import Catalogue
 from vmsnapshot.freeze import errnos, native
@@ -178,10 +178,9 @@ def test_status_is_one_snapshot_while_the_watchdog_fires(loopfs_factory,
     t.start()
     try:
         fr.freeze()
-        deadline = time.monotonic() + 20
-        while not (fr.status().fired and fr.status().idle):
-            assert time.monotonic() < deadline, "the watchdog never fired"
-            time.sleep(0.01)
+        wait_until(lambda: (lambda s: s.fired and s.idle)(fr.status()),
+                   20, "the watchdog fired and every worker returned",
+                   interval=0.01)
     finally:
         done.set()
         t.join()

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.cli import ROOT
 from tests.helpers.loopfs import LoopFS, is_frozen, run
+from tests.helpers.wait import wait_until
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze.guardian import Guardian
 
@@ -89,10 +90,8 @@ def gone(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not gone(pid):
-        assert time.monotonic() < deadline, "guardian %d stayed" % pid
-        time.sleep(0.01)
+    wait_until(lambda: gone(pid), timeout, "guardian %d gone" % pid,
+               interval=0.01)
 
 
 def start_writer(lfs: LoopFS) -> subprocess.Popen:
@@ -215,13 +214,13 @@ def test_sigkill_of_guardian_makes_the_supervisor_thaw(frozen_run):
     g, r, mounts = frozen_run
     assert [o.state for o in r.outcomes()] == ["frozen", "frozen"]
     os.kill(g.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 1.0
-    while not r.watchdog_fired() or not r.idle():
-        assert time.monotonic() < deadline, "the supervisor did not thaw"
-        time.sleep(0.01)
-    assert r.guardian_lost()
+    # One status snapshot for every assertion: fired, idle and the mounts'
+    # states read together.
+    st = wait_until(lambda: (lambda s: s if s.fired and s.idle else None)(
+        r.status()), 1.0, "the supervisor thawed", interval=0.01)
+    assert st.guardian_lost
     assert [(o.state, o.thawed_by_watchdog, o.thaw_errno)
-            for o in r.outcomes()] == [("thawed", True, 0)] * 2
+            for o in st.outcomes] == [("thawed", True, 0)] * 2
     for m in mounts:
         assert not is_frozen(m.mountpoint)
     r.thaw()

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from tests.helpers.loopfs import LoopFS, is_frozen, run
+from tests.helpers.wait import wait_until
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze import syncfs as freeze_syncfs
 from vmsnapshot.errors import Catalogue, FreezeError
@@ -63,10 +64,7 @@ def dirty(lfs: LoopFS, mb: int = 8) -> None:
 
 
 def wait_idle(fr: native.FreezeRun, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not fr.idle():
-        assert time.monotonic() < deadline, "a worker never returned"
-        time.sleep(0.02)
+    wait_until(fr.idle, timeout, "every worker returned")
 
 
 def fd_count() -> int:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.cli import run_json
 from tests.helpers.hungdev import HungDevice
+from tests.helpers.wait import wait_until
 from vmsnapshot.freeze import dirty as kdirty
 from vmsnapshot.freeze import presync
 
@@ -151,7 +152,6 @@ def _hang_and_sync(hd: HungDevice) -> None:
     assert 1000 < p.duration_ms < 10000
     hd.recover()
     # The thread closes its own fd once syncfs returns: the mount can go.
-    deadline = time.monotonic() + 30
-    while any(t.name == "presync" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "presync thread still blocked"
-        time.sleep(0.05)
+    wait_until(lambda: not any(t.name == "presync"
+                               for t in threading.enumerate()),
+               30, "presync's blocked thread returned", interval=0.05)
