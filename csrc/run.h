@@ -91,6 +91,7 @@ struct vms_run {
 	enum run_phase phase;
 	enum run_cause why;
 	int guardian_lost;	/* a fact to report, whatever the phase */
+	int wd_thawing;		/* the watchdog fired and is still thawing */
 	enum wd_owner wd_owner;
 	pthread_t wd;
 	struct batch fb;	/* the freeze batch; may be abandoned */

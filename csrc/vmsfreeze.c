@@ -273,12 +273,17 @@ static void *watchdog_main(void *arg)
 	    t >= run->deadline_ns)
 		run->fired_after_ns = t - run->start_ns;
 	run->phase = PH_FIRED;
+	/* Not idle until its thaws are done, though no worker is in an
+	 * ioctl yet: a status read now must not pass for the end. */
+	run->wd_thawing = 1;
 	skip_pending_locked(run);
 	pthread_cond_broadcast(&run->cond);
 	pthread_mutex_unlock(&run->lock);
 
 	run_thaw_all(run, 1);
-	run_put(run);
+	pthread_mutex_lock(&run->lock);
+	run->wd_thawing = 0;
+	run_put_locked(run);
 	return NULL;
 }
 
@@ -590,7 +595,7 @@ int vms_status(struct vms_run *run, struct vms_status *out,
 	out->fired = run->fired_after_ns >= 0;
 	out->fired_after_ns = run->fired_after_ns;
 	out->guardian_lost = run->guardian_lost;
-	out->idle = 1;
+	out->idle = !run->wd_thawing;
 	for (i = 0; i < run->n; i++)
 		if (run->m[i].state == VMS_FREEZING ||
 		    run->m[i].state == VMS_THAWING)

@@ -152,7 +152,8 @@ struct vms_status {
 				   record could not be sent) before vms_thaw:
 				   the watchdog then fired at once */
 	int idle;		/* no worker of the run is inside FIFREEZE or
-				   FITHAW */
+				   FITHAW, and a fired watchdog has finished
+				   its thaws */
 	size_t n;		/* records copied into mounts[] */
 };
 
