@@ -63,9 +63,15 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def update_counters(report: Dict[str, Any]) -> Dict[str, Any]:
-    """Add REPORT to counters.json (atomic) and return the new counts."""
-    path = os.path.join(history.state_dir(), COUNTERS_NAME)
+def counters_path() -> str:
+    return os.path.join(history.state_dir(), COUNTERS_NAME)
+
+
+def update_counters(report: Dict[str, Any], durable: bool = True
+                    ) -> Dict[str, Any]:
+    """Add REPORT to counters.json (atomic; fsynced unless not DURABLE)
+    and return the new counts."""
+    path = counters_path()
     counters: Dict[str, Any] = {}
     try:
         with open(path, encoding="utf-8") as f:
@@ -87,7 +93,8 @@ def update_counters(report: Dict[str, Any]) -> Dict[str, Any]:
         0 if level == "application"
         else int(counters.get("below_application_streak", 0)) + 1)
     os.makedirs(history.state_dir(), mode=0o700, exist_ok=True)
-    write_atomic(path, json.dumps(counters, indent=1) + "\n", 0o600)
+    write_atomic(path, json.dumps(counters, indent=1) + "\n", 0o600,
+                 durable=durable)
     return counters
 
 
@@ -155,10 +162,10 @@ def render(report: Dict[str, Any], counters: Dict[str, Any]) -> str:
     return out.text()
 
 
-def write(report: Dict[str, Any]) -> Optional[str]:
+def write(report: Dict[str, Any], durable: bool = True) -> Optional[str]:
     """Update the counters and, where the textfile directory exists,
     vmsnapshot.prom; returns its path or None. Raises OSError."""
-    counters = update_counters(report)
+    counters = update_counters(report, durable)
     directory = textfile_dir()
     if not os.path.isdir(directory):
         return None
