@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import select
+import threading
 import traceback
 from typing import Any, Dict, List, Tuple
 
@@ -89,9 +90,10 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
 
     The command waits only until the files are visible (renamed into
     place: `vmsnapshot status` sees the run as soon as the command
-    returns); their fsyncs (~10-20 ms on a busy /var) are done after, by
-    a grandchild nobody waits for (issue 15).  A crash within those few
-    milliseconds may lose this run's record, never leave half of one.
+    returns); the child does their fsyncs (~10-20 ms on a busy /var)
+    after, reaped by a daemon thread, or by init once the command has
+    exited (issue 15).  A crash within those few milliseconds may lose
+    this run's record, never leave half of one.
     """
     try:
         rfd, wfd = os.pipe()
@@ -116,15 +118,8 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
             data = json.dumps(problems).encode()
             while data:
                 data = data[os.write(wfd, data):]
-            os.close(wfd)
-            # The caller reaps this child at once; a grandchild (reparented
-            # to init) makes the files durable.  No fork: do it here.
-            try:
-                syncer = os.fork()
-            except OSError:
-                syncer = 0
-            if syncer == 0:
-                _fsync_paths(pending)
+            os.close(wfd)      # the caller stops waiting here
+            _fsync_paths(pending)
             status = 0
         finally:
             os._exit(status)
@@ -142,13 +137,21 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
             if not chunk:
                 break
             chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
         if not chunks:
+            _, status = os.waitpid(pid, 0)
             return ["the history and metrics writer failed (status %d)"
                     % os.waitstatus_to_exitcode(status)]
+        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
         return list(json.loads(b"".join(chunks).decode()))
     finally:
         os.close(rfd)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _open_fds() -> List[int]:
