@@ -8,17 +8,20 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from tests.helpers.cli import ROOT
 from vmsnapshot.cycle import meta
 
 # Loaded only when a plugin is configured, a presync pass runs or a btrfs
 # filesystem is probed; shutil only for help and usage errors (argparse's
 # terminal width: `run` builds only its own parser); socket only when a
-# journald or syslog socket exists.
+# journald or syslog socket exists; the process runner (subprocess) only
+# for a snapshot command.
 NOT_ON_A_CLEAN_FREEZE_ONLY_RUN = (
     "vmsnapshot.scripts.oneshot", "vmsnapshot.scripts.held",
     "vmsnapshot.freeze.syncfs", "ctypes", "uuid", "platform", "shutil",
-    "socket")
+    "socket", "vmsnapshot.scripts.spawn", "subprocess", "selectors")
 
 PROBE = """
 import json, sys
@@ -29,8 +32,13 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+RUNNER = {"vmsnapshot.scripts.spawn", "subprocess", "selectors"}
+
+
+@pytest.mark.parametrize("snapshot", [["--", "true"], []],
+                         ids=["snapshot-command", "freeze-only"])
 def test_a_clean_freeze_only_run_loads_only_what_it_needs(
-        loopfs_factory, no_config, tmp_path, monkeypatch):
+        loopfs_factory, no_config, tmp_path, monkeypatch, snapshot):
     """Before: every run imported the script runners, uuid (and platform
     through it) for the run id, and the presync pool with ctypes; then
     argparse's shutil (every command's parser was built) and socket on a
@@ -42,7 +50,7 @@ def test_a_clean_freeze_only_run_loads_only_what_it_needs(
     out = tmp_path / "modules.json"
     res = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), "run", "--config", no_config,
-         "--mount", a.mountpoint, "--json", "--", "true"],
+         "--mount", a.mountpoint, "--json"] + snapshot,
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         timeout=120)
     report = json.loads(res.stdout)
@@ -53,6 +61,9 @@ def test_a_clean_freeze_only_run_loads_only_what_it_needs(
     unexpected = set(NOT_ON_A_CLEAN_FREEZE_ONLY_RUN) & set(seen["modules"])
     if sync["ran"]:     # another device's dirty data made a pass run
         unexpected -= {"vmsnapshot.freeze.syncfs", "ctypes"}
+    if snapshot:        # the runner, imported before the freeze
+        assert RUNNER <= set(seen["modules"])
+        unexpected -= RUNNER
     assert not unexpected, (unexpected, sync)
 
 

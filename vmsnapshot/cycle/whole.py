@@ -29,7 +29,7 @@ from vmsnapshot.cycle.outcome import Outcomes, judge
 from vmsnapshot.cycle.report import MountReport, Report
 from vmsnapshot.cycle.lock import RunLock
 from vmsnapshot.cycle.signals import SignalTrap
-from vmsnapshot.cycle.snapshot import run_snapshot
+from vmsnapshot.cycle.snapshot import prepare, run_snapshot
 
 if TYPE_CHECKING:
     from vmsnapshot.scripts.held import HeldHook
@@ -217,6 +217,7 @@ def _freeze_and_snapshot(opts: RunOptions,
                          held: Sequence[HeldHook], trap: SignalTrap,
                          o: Outcomes) -> None:
     step = FreezeStep(decisions, opts.mounts, o)
+    prepare(opts.snapshot)      # every import before the first FIFREEZE
     try:
         with logs_held_in_memory():
             step.start(trap)
