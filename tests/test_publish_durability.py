@@ -3,9 +3,13 @@
 command has returned, and a reader sees the run at once."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
+from tests.helpers.cli import ROOT
 from tests.helpers.wait import wait_until
 from vmsnapshot.results import history, publishing
 
@@ -57,3 +61,30 @@ def test_the_history_is_visible_before_its_fsyncs_end(
     # the fixture unmount the filesystem.
     wait_until(lambda: not _fds_under(upper), 30,
                "the deferred fsyncs finished")
+
+
+WRITER = """
+import json, sys
+from vmsnapshot.results import publishing
+problems, pending = publishing._write_files(json.loads(sys.argv[1]), False)
+print(json.dumps({"problems": problems, "strptime": "_strptime" in sys.modules,
+                  "prom": open(sys.argv[2]).read()}))
+"""
+
+
+def test_the_writer_parses_the_end_time_without_strptime(tmp_path,
+                                                         results_paths):
+    """Before: the metrics parsed ended_at with strptime, whose first call
+    imports _strptime and locale: ~10 ms of the run's wait, every run."""
+    report = {"run_id": "feedc0de", "started_at": "2026-11-29T20:00:00.100Z",
+              "ended_at": "2026-11-29T20:00:00.123Z",
+              "consistency": "filesystem", "errors": [], "trigger": "run"}
+    prom = os.path.join(results_paths["metrics"], "vmsnapshot.prom")
+    res = subprocess.run([sys.executable, "-c", WRITER, json.dumps(report),
+                          prom], cwd=ROOT, stdout=subprocess.PIPE,
+                         check=True, text=True, timeout=60)
+    out = json.loads(res.stdout)
+    assert out["problems"] == []
+    assert not out["strptime"]
+    assert ('vmsnapshot_last_run_timestamp_seconds{trigger="run"} '
+            '1795982400.123') in out["prom"]
