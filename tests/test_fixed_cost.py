@@ -16,12 +16,13 @@ from vmsnapshot.cycle import meta
 # Loaded only when a plugin is configured, a presync pass runs or a btrfs
 # filesystem is probed; shutil only for help and usage errors (argparse's
 # terminal width: `run` builds only its own parser); socket only when a
-# journald or syslog socket exists; the process runner (subprocess) only
-# for a snapshot command.
+# journald or syslog socket exists; the process runner (subprocess) and
+# its records only for a snapshot command.
 NOT_ON_A_CLEAN_FREEZE_ONLY_RUN = (
     "vmsnapshot.scripts.oneshot", "vmsnapshot.scripts.held",
     "vmsnapshot.freeze.syncfs", "ctypes", "uuid", "platform", "shutil",
-    "socket", "vmsnapshot.scripts.spawn", "subprocess", "selectors")
+    "socket", "vmsnapshot.scripts.spawn", "vmsnapshot.scripts.result",
+    "subprocess", "selectors")
 
 PROBE = """
 import json, sys
@@ -32,7 +33,8 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-RUNNER = {"vmsnapshot.scripts.spawn", "subprocess", "selectors"}
+RUNNER = {"vmsnapshot.scripts.spawn", "vmsnapshot.scripts.result",
+          "subprocess", "selectors"}
 
 
 @pytest.mark.parametrize("snapshot", [["--", "true"], []],

@@ -19,7 +19,7 @@ from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.freeze.presync import PassReport, PresyncReport
 from vmsnapshot.cycle.report import FreezeReport, MountReport, Report, SnapshotReport
-from vmsnapshot.scripts.result import signal_name
+from vmsnapshot.signames import signal_name
 
 if TYPE_CHECKING:   # one-shot scripts load only when a plugin is configured
     from vmsnapshot.scripts.oneshot import ScriptResult
