@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import datetime
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.cycle import policy
 from vmsnapshot.cycle import meta as runmeta
 from vmsnapshot.config.model import Config
@@ -25,7 +26,7 @@ if TYPE_CHECKING:   # one-shot scripts load only when a plugin is configured
     from vmsnapshot.scripts.oneshot import ScriptResult
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FreezeOutcome:
     """What the freeze phase of `run` did (None in Outcomes when it never
     started). Built from the freeze session's result."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.mounts import mountinfo
 from vmsnapshot.mounts import plan
 from vmsnapshot.cycle import policy
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class RunOptions:
     """What the command line asks of one `run`."""
 
