@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import select
+import signal
 import threading
 import traceback
 from typing import Any, Dict, List, Tuple
@@ -119,6 +120,10 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
             while data:
                 data = data[os.write(wfd, data):]
             os.close(wfd)      # the caller stops waiting here
+            # The unit's stop (systemd's SIGTERM to what is left of its
+            # cgroup once `run` exits) must not cut the fsyncs short.
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
             _fsync_paths(pending)
             status = 0
         finally:
