@@ -16,6 +16,7 @@ log = logging.getLogger("vmsnapshot")
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole grammar (tests, docs)."""
     from vmsnapshot.commands.parser import build
     return build()
 
@@ -33,7 +34,8 @@ def _setup_logging(verbose: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     # Nothing may be written while filesystems are frozen, not even .pyc.
     sys.dont_write_bytecode = True
-    args = _parser().parse_args(argv)
+    from vmsnapshot.commands.parser import parse
+    args = parse(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose + args.sub_verbose)
     try:
         return _dispatch(args)

@@ -9,8 +9,9 @@ troubleshooting table.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any, Dict, Optional
+
+from vmsnapshot.frozenrecord import frozen_record
 
 
 class Catalogue(enum.Enum):
@@ -135,7 +136,7 @@ class Catalogue(enum.Enum):
         raise KeyError(name)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class ErrorRecord:
     """One error as it appears in the status report."""
 
@@ -185,7 +186,7 @@ class FreezeError(VmsnapshotError):
 
 # The pre/post entry mapping: each phase's script errors.
 
-@dataclass(frozen=True)
+@frozen_record
 class PhaseEntries:
     """The catalogue entries of one phase's script errors."""
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.errors import ScriptError, TrustError, phase_entries
 
 MAX_SYMLINKS = 40   # the kernel's own limit (ELOOP)
@@ -43,7 +43,7 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-@dataclass(frozen=True)
+@frozen_record
 class TrustedFile:
     """An open, checked file (O_RDONLY|O_CLOEXEC): read ``fd``."""
 

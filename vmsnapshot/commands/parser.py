@@ -1,9 +1,14 @@
 """The command line's grammar: every subcommand, its options and their
 value checks (usage errors exit 2). vmsnapshot.cli builds it on each call
-and dispatches; the commands themselves never see argparse."""
+and dispatches; the commands themselves never see argparse.
+
+parse() builds only the named command's parser (issue 15: all of them
+cost `run` several ms); help, usage errors and unknown commands get the
+whole grammar, so every message stays the same."""
 from __future__ import annotations
 
 import argparse
+from typing import Any, NoReturn, Optional, Sequence
 
 from vmsnapshot import __version__
 from vmsnapshot import levels
@@ -47,15 +52,64 @@ def _positive(text: str) -> int:
     return value
 
 
-def build() -> argparse.ArgumentParser:
+class _Retry(Exception):
+    """A usage error of the one-command parser: parse again with all."""
+
+
+class _OneCommand(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        raise _Retry(message)
+
+
+class _Unprinted(argparse.RawDescriptionHelpFormatter):
+    """The one-command parser never prints (help goes to the whole
+    grammar): a fixed width spares argparse's shutil import and terminal
+    query (add_argument makes a formatter to check each metavar)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=80)
+
+
+def _command_in(argv: Sequence[str]) -> Optional[str]:
+    """The command named in ARGV: the first word that is not an option
+    (the top level has no option taking a value)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+        if word == "--":
+            return None
+    return None
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    only = _command_in(argv)
+    if only is not None and only in COMMANDS and not any(
+            w in ("-h", "--help") for w in argv):
+        try:
+            return build(only).parse_args(argv)
+        except _Retry:
+            pass
+    return build().parse_args(argv)
+
+
+COMMANDS = ("mounts", "check", "run", "thaw", "pre", "post", "__holder",
+            "hook", "status", "azure")
+
+
+def build(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole grammar, or with ONLY a parser knowing just that command,
+    whose usage errors raise _Retry."""
+    cls = argparse.ArgumentParser if only is None else _OneCommand
+    fmt = (argparse.RawDescriptionHelpFormatter if only is None
+           else _Unprinted)
     # -v is accepted before and after the subcommand; both counts add up.
-    common = argparse.ArgumentParser(add_help=False)
+    common = cls(add_help=False, formatter_class=fmt)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         dest="sub_verbose",
                         help="more log output on stderr (-vv for debug)")
-    p = argparse.ArgumentParser(
+    p = cls(
         prog="vmsnapshot",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=fmt,
         description="Application-consistent snapshots: pre-scripts, "
                     "filesystem freeze, snapshot, thaw,\npost-scripts.",
         epilog=_EPILOG)
@@ -66,14 +120,14 @@ def build() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def add(name: str, help_text: str, description: str = ""
-            ) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, description: str = "") -> Any:
+        if only is not None and name != only:
+            return _SKIP
         return sub.add_parser(
             name, help=help_text, parents=[common],
-            description=description or help_text,
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            description=description or help_text, formatter_class=fmt)
 
-    def selection(sp: argparse.ArgumentParser) -> None:
+    def selection(sp: Any) -> None:
         sp.add_argument("--mount", action="append", default=[],
                         metavar="PATH",
                         help="freeze only this mount point (repeatable); "
@@ -83,7 +137,7 @@ def build() -> argparse.ArgumentParser:
                         metavar="GLOB",
                         help="never freeze mounts matching GLOB (repeatable)")
 
-    def report_options(sp: argparse.ArgumentParser) -> None:
+    def report_options(sp: Any) -> None:
         """What `run` and `post` share: the report and the exit status."""
         sp.add_argument("--require", choices=LEVELS, default="filesystem",
                         metavar="LEVEL",
@@ -96,7 +150,7 @@ def build() -> argparse.ArgumentParser:
                         help="also write the JSON report to PATH (after "
                              "the thaw)")
 
-    def config(sp: argparse.ArgumentParser) -> None:
+    def config(sp: Any) -> None:
         sp.add_argument("--config", metavar="PATH",
                         help="this configuration file instead of the search "
                              "path (see vmsnapshot --help)")
@@ -173,10 +227,14 @@ def build() -> argparse.ArgumentParser:
     report_options(sp)
 
     # Internal: how `pre` starts its holder as a systemd transient unit.
-    sp = sub.add_parser("__holder", help=argparse.SUPPRESS)
-    sp.add_argument("--args", required=True, help="the holder's arguments")
-    sp.add_argument("--notify", required=True,
-                    help="the socket of the waiting `pre`")
+    if only in (None, "__holder"):
+        sp = sub.add_parser("__holder", help=argparse.SUPPRESS,
+                            formatter_class=(argparse.HelpFormatter
+                                             if only is None else fmt))
+        sp.add_argument("--args", required=True,
+                        help="the holder's arguments")
+        sp.add_argument("--notify", required=True,
+                        help="the socket of the waiting `pre`")
 
     sp = add("hook", "qemu-guest-agent fsfreeze-hook mode",
              "qemu-guest-agent's fsfreeze-hook convention: 'freeze' runs the "
@@ -206,6 +264,16 @@ def build() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=_azure_timeout, metavar="SECONDS",
                     help="timeoutInSeconds for the wrappers (1-1800)")
     return p
+
+
+class _Skipped:
+    """Stands for the parser of a command not built: takes and drops."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+_SKIP = _Skipped()
 
 
 def _azure_timeout(text: str) -> int:

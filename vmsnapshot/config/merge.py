@@ -10,9 +10,10 @@ never disagrees with anything.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
@@ -29,7 +30,7 @@ def _union(values: Sequence[Tuple[str, ...]]) -> Tuple[str, ...]:
 _PRESYNC_RANK = {True: 2, "true": 2, "auto": 1, False: 0, "false": 0}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Rule:
     """How one setting is combined across configuration files."""
 
@@ -93,7 +94,7 @@ def merged_value(config: Config, key: str) -> Any:
     raise KeyError(key)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Merged:
     """The merged configuration and what merging it found."""
 

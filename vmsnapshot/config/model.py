@@ -6,8 +6,10 @@ so nothing downstream knows which format a setting came from.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Optional, Tuple
+
+from vmsnapshot.frozenrecord import frozen_record
 
 DEFAULT_FREEZE_TIMEOUT = 60.0
 DEFAULT_SCRIPT_TIMEOUT = 60.0
@@ -26,7 +28,7 @@ def freeze_timeout_problem(value: float) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Plugin:
     """One application: its pre and post commands and their limits."""
 
@@ -43,7 +45,7 @@ class Plugin:
     origin: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Setting:
     """One setting a source gave explicitly (a default is not a Setting),
     so sources can be merged and check can say where a value came from."""
@@ -53,7 +55,7 @@ class Setting:
     origin: str     # "file -> freeze -> timeout", "file -> fsFreezeEnabled"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FreezeSettings:
     """The [freeze] table."""
 
@@ -64,7 +66,7 @@ class FreezeSettings:
     presync: str = "auto"           # "auto" | "true" | "false"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Config:
     """Everything the configuration sources say, merged."""
 

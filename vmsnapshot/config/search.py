@@ -8,9 +8,9 @@ import importlib
 import logging
 import os
 import re
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.config.azuremark import is_extension_wrapper
 from vmsnapshot.config.merge import merge
 from vmsnapshot.config.model import Config
@@ -126,7 +126,7 @@ def config_file(path: Optional[str] = None, root: str = "/"
     return path, detect_format(path)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Source:
     """One configuration file found on the search path."""
 
@@ -136,7 +136,7 @@ class Source:
     also: Tuple[str, ...] = ()  # files it named that were read with it
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Sources:
     """What read_sources found. ``config`` is None when nothing could be
     parsed at all; with errors it is a best effort for check only."""

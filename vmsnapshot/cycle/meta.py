@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot import __version__
 
 
@@ -22,7 +22,7 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class RunMeta:
     """Which run, host and version a report comes from."""
 

@@ -13,19 +13,20 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import datetime
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.cycle import policy
 from vmsnapshot.cycle import meta as runmeta
 from vmsnapshot.config.model import Config
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.freeze.presync import PassReport, PresyncReport
 from vmsnapshot.cycle.report import FreezeReport, MountReport, Report, SnapshotReport
-from vmsnapshot.scripts.spawn import signal_name
+from vmsnapshot.signames import signal_name
 
 if TYPE_CHECKING:   # one-shot scripts load only when a plugin is configured
     from vmsnapshot.scripts.oneshot import ScriptResult
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FreezeOutcome:
     """What the freeze phase of `run` did (None in Outcomes when it never
     started). Built from the freeze session's result."""

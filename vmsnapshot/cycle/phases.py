@@ -7,7 +7,7 @@ drift. Each writes what it did into the Outcomes record.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from vmsnapshot.config import load_config
@@ -20,6 +20,7 @@ from vmsnapshot.cycle.signals import SignalTrap
 from vmsnapshot.errors import Catalogue, ErrorRecord, VmsnapshotError
 from vmsnapshot.freeze import presync
 from vmsnapshot.freeze.session import FreezeSession, close_targets, open_targets
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.mounts import mountinfo, plan
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 # only when a plugin is configured: ~10 ms of a freeze-only run (issue 15).
 
 
-@dataclass(frozen=True)
+@frozen_record
 class RunOptions:
     """What the command line asks of one `run`."""
 

@@ -2,9 +2,9 @@
 levels"), as pure functions so every combination is testable."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 # The levels are spelled once, in vmsnapshot.levels; the decisions are here.
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.levels import (APPLICATION, CRASH, FAILED, FILESYSTEM,
                                LEVELS, at_least)
 
@@ -12,7 +12,7 @@ __all__ = ["APPLICATION", "CRASH", "FAILED", "FILESYSTEM", "LEVELS",
            "at_least", "PreOutcome", "FreezeOutcome", "may_proceed", "level"]
 
 
-@dataclass(frozen=True)
+@frozen_record
 class PreOutcome:
     """What the pre phase and the configuration allow."""
 
@@ -34,7 +34,7 @@ def may_proceed(pre: PreOutcome) -> bool:
     return pre.freeze_enabled
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FreezeOutcome:
     """How the freeze held through the snapshot."""
 

@@ -3,16 +3,17 @@ the human summary."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.errors import ErrorRecord
 from vmsnapshot.errtext import error_lines
 from vmsnapshot.cycle.meta import RunMeta
 
 
-@dataclass(frozen=True)
+@frozen_record
 class MountReport:
     """One entry of the report's "mounts"."""
 
@@ -33,7 +34,7 @@ class MountReport:
                 "thawed_by_watchdog": self.thawed_by_watchdog}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FreezeReport:
     """The report's "freeze"."""
 
@@ -52,7 +53,7 @@ class FreezeReport:
         return out
 
 
-@dataclass(frozen=True)
+@frozen_record
 class SnapshotReport:
     """The report's "snapshot"."""
 
@@ -70,7 +71,7 @@ class SnapshotReport:
                 "killed": self.killed, "output": list(self.output)}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Report:
     """Built once, at the end of a run (vmsnapshot.cycle.outcome.judge)."""
 

@@ -3,12 +3,17 @@
 It is bounded by the watchdog: if it outlives the deadline by GRACE_S, its
 process group is killed, and a trapped signal (SIGTERM, SIGINT, SIGHUP)
 stops it early, so the run can thaw, post-process and report.
+
+The process runner (scripts.spawn: subprocess, selectors, cgroups) is
+imported by prepare(), before the freeze, and only when there is a
+command: a freeze-only run does not pay for it (issue 15).
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from types import ModuleType
 from typing import Optional, Sequence
 
 try:
@@ -16,7 +21,6 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment]
 
-from vmsnapshot.scripts import spawn
 from vmsnapshot.cycle.report import SnapshotReport
 from vmsnapshot.cycle.signals import SignalTrap
 
@@ -44,9 +48,19 @@ def _cwd() -> str:
         return "/"
 
 
+def prepare(argv: Sequence[str]) -> Optional[ModuleType]:
+    """Import the process runner when ARGV names a command. Call it before
+    the freeze: an import while frozen may read a frozen filesystem."""
+    if not argv:
+        return None
+    from vmsnapshot.scripts import spawn
+    return spawn
+
+
 def run_snapshot(argv: Sequence[str], window: Optional[Window],
                  trap: SignalTrap) -> SnapshotReport:
-    if not argv:
+    spawn = prepare(argv)      # loaded already: the caller prepared it
+    if spawn is None:
         return SnapshotReport((), None, None,
                               window is not None and window.fired_at() is None)
     env = dict(os.environ)

@@ -19,7 +19,7 @@ from vmsnapshot.cycle.phases import (FreezeStep, RunOptions, load_run_config,
                                      plan_mounts, post_phase, pre_phase)
 from vmsnapshot.cycle.report import Report
 from vmsnapshot.cycle.signals import SignalTrap
-from vmsnapshot.cycle.snapshot import run_snapshot
+from vmsnapshot.cycle.snapshot import prepare, run_snapshot
 from vmsnapshot.errors import Catalogue, VmsnapshotError
 from vmsnapshot.freeze import state
 from vmsnapshot.mounts import plan
@@ -71,6 +71,7 @@ def _freeze_and_snapshot(opts: RunOptions,
                          held: Sequence[HeldHook], trap: SignalTrap,
                          o: Outcomes) -> None:
     step = FreezeStep(decisions, opts.mounts, o)
+    prepare(opts.snapshot)      # every import before the first FIFREEZE
     try:
         with logs_held_in_memory():
             step.start(trap)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from dataclasses import dataclass
 from typing import Dict, Optional
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.errors import Catalogue
 
 
@@ -23,7 +23,7 @@ class Meaning(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Rule:
     """One errno's meaning, its catalogue entry (None: no error of its
     own, the mount is skipped and said so) and the report's wording."""

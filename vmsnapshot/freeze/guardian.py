@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.childwait import ChildWatch
 from vmsnapshot.freeze import native
 from vmsnapshot.errors import Catalogue, FreezeError
@@ -30,7 +30,7 @@ from vmsnapshot.errors import Catalogue, FreezeError
 DEFAULT_GRACE_S = 1.0
 
 
-@dataclass(frozen=True)
+@frozen_record
 class GuardianExit:
     """How the guardian ended: its exit code, or the signal that killed it,
     or neither when it could not be reaped in time."""

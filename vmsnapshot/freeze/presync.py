@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from vmsnapshot.frozenrecord import frozen_record
 
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ MEMINFO = "/proc/meminfo"
 # run on clean filesystems does not pay for their import (issue 15).
 
 
-@dataclass(frozen=True)
+@frozen_record
 class MountChoice:
     """One mount in an auto pass: its own counter and whether it synced."""
 
@@ -59,7 +60,7 @@ class MountChoice:
                 "counter": self.counter or None}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class PassReport:
     """One presync pass: where in the cycle, whether it ran and why."""
 
@@ -88,7 +89,7 @@ class PassReport:
         return out
 
 
-@dataclass(frozen=True)
+@frozen_record
 class PresyncReport:
     """All passes of one run, for the status JSON's freeze.presync."""
 

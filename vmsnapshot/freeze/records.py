@@ -3,9 +3,9 @@ vms_status() snapshot of the C core (vmsnapshot.freeze.native)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.freeze import errnos
 
 # enum vms_state, by value; "freezing"/"thawing" only show while a worker is
@@ -18,7 +18,7 @@ STATES = ("pending", "freezing", "frozen", "thawing", "thawed", "failed",
 BUSY = ("frozen", "freezing", "thawing")
 
 
-@dataclass(frozen=True)
+@frozen_record
 class MountOutcome:
     """One mount's result, read back from the C core."""
 
@@ -52,7 +52,7 @@ class MountOutcome:
                 and errnos.frozen_by_another(self.freeze_errno))
 
 
-@dataclass(frozen=True)
+@frozen_record
 class RunStatus:
     """One consistent view of a run (vms_status); kept when it is closed."""
 

@@ -3,13 +3,13 @@
 the freeze phase never imports the report."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.freeze.records import MountOutcome
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Unopened:
     """A mount to freeze that could not be opened (or is no longer the
     mount that was discovered): never attempted."""
@@ -20,7 +20,7 @@ class Unopened:
     problem: str
 
 
-@dataclass(frozen=True)
+@frozen_record
 class TargetResult:
     """One opened mount and what the C core did with it."""
 
@@ -30,7 +30,7 @@ class TargetResult:
     outcome: MountOutcome
 
 
-@dataclass(frozen=True)
+@frozen_record
 class SessionResult:
     """The whole freeze, read from one status snapshot of the run."""
 

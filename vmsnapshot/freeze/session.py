@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze import presync
 from vmsnapshot.freeze import state
@@ -25,7 +25,7 @@ from vmsnapshot.mounts.plan import MountDecision
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Target:
     """A mount to freeze and its open fd."""
 

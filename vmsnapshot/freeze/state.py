@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import List, Optional, Sequence
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.freeze import native
 from vmsnapshot.atomicfile import write_atomic
 from vmsnapshot.rundir import run_dir
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FsIdentity:
     """What an open fd on a mount root says about its mount and filesystem
     (0 / "" where the kernel or filesystem does not tell)."""
@@ -46,7 +47,7 @@ class FsIdentity:
         return [name for name, a, b in pairs if a and b and a != b]
 
 
-@dataclass(frozen=True)
+@frozen_record
 class FrozenEntry:
     """One mount in the state file: enough to find and thaw it."""
 

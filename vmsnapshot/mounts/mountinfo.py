@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from vmsnapshot.frozenrecord import frozen_record
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SKIPPED_FSTYPES = frozenset(_KIND_OF)
 REMOTE_KINDS = frozenset(("network filesystem", "FUSE filesystem"))
 
 
-@dataclass(frozen=True)
+@frozen_record
 class MountInfo:
     """One line of /proc/self/mountinfo, decoded."""
 

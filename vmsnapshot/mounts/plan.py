@@ -23,9 +23,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.errors import Catalogue, FreezeError
 from vmsnapshot.mounts.mountinfo import (SKIPPED_FSTYPES, MountInfo, fstype_kind,
                                   hidden_mounts)
@@ -41,7 +41,7 @@ DISK_FSTYPES = frozenset("ext2 ext3 ext4 xfs btrfs f2fs jfs reiserfs nilfs2 "
                          "bcachefs".split())
 
 
-@dataclass(frozen=True)
+@frozen_record
 class MountDecision:
     """Whether one mount is frozen, why not, and in which wave."""
 

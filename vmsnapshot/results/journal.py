@@ -8,18 +8,22 @@ datagram too large for the socket goes as a sealed memfd passed with
 SCM_RIGHTS. Written here instead of depending on python3-systemd: the
 runtime dependencies stay cffi/packaging/tomli, and a socket path that
 tests can point at a journald namespace comes for free.
+
+socket (and array, fcntl) are imported only once a socket exists: a
+machine without journald or syslog (containers, minimal images) does not
+pay for them (issue 15); send() runs only after the thaw.
 """
 from __future__ import annotations
 
-import array
 import errno
-import fcntl
 import logging
 import os
-import socket
 import struct
 import sys
-from typing import Dict, Mapping
+from typing import TYPE_CHECKING, Dict, Mapping
+
+if TYPE_CHECKING:
+    import socket
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,19 @@ def encode(fields: Mapping[str, object]) -> bytes:
     return bytes(out)
 
 
+def _socket_at(path: str) -> "socket.socket":
+    """A datagram socket to send to PATH; FileNotFoundError (an OSError)
+    before importing anything when PATH does not exist."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such socket", path)
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.settimeout(SEND_TIMEOUT)
+    return sock
+
+
 def _send_journal(path: str, payload: bytes) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(SEND_TIMEOUT)
+    with _socket_at(path) as sock:
         try:
             sock.sendto(payload, path)
             return
@@ -63,6 +77,9 @@ def _send_journal(path: str, payload: bytes) -> None:
             if e.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
         # Too large for one datagram: hand journald a sealed memfd.
+        import array
+        import fcntl
+        import socket
         fd = os.memfd_create("vmsnapshot-journal",
                              os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
@@ -81,8 +98,7 @@ def _send_journal(path: str, payload: bytes) -> None:
 def _send_syslog(path: str, priority: int, message: str) -> None:
     line = "<%d>%s[%d]: %s" % (_FACILITY_DAEMON * 8 + priority, IDENTIFIER,
                                os.getpid(), message)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(SEND_TIMEOUT)
+    with _socket_at(path) as sock:
         sock.sendto(line.encode("utf-8", "replace")[:8192], path)
 
 

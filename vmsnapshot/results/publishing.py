@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import select
+import signal
+import threading
 import traceback
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from vmsnapshot.results import history, journal, metrics
 
@@ -47,15 +49,35 @@ def publish(report: Dict[str, Any]) -> List[str]:
     return problems
 
 
-def _write_files(report: Dict[str, Any]) -> List[str]:
+def _write_files(report: Dict[str, Any], durable: bool = True
+                 ) -> Tuple[List[str], List[str]]:
+    """The history and the metrics; returns the problems and, when not
+    DURABLE, the paths still to fsync (files, then their directories)."""
     problems = []
-    for what, step in (("history", history.save),
-                       ("metrics", metrics.write)):
+    pending: List[str] = []
+    try:
+        path = history.save(report, durable)
+        pending += [path, os.path.dirname(path)]
+    except Exception as e:     # noqa: BLE001
+        problems.append("could not write the history: %s" % e)
+    try:
+        metrics.write(report, durable)
+        pending.append(metrics.counters_path())
+    except Exception as e:     # noqa: BLE001
+        problems.append("could not write the metrics: %s" % e)
+    return problems, ([] if durable else pending)
+
+
+def _fsync_paths(paths: List[str]) -> None:
+    for path in paths:
         try:
-            step(report)
-        except Exception as e:     # noqa: BLE001
-            problems.append("could not write the %s: %s" % (what, e))
-    return problems
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:     # durability is best effort here
+            log.debug("fsync %s: %s", path, e)
 
 
 def _files_with_deadline(report: Dict[str, Any], deadline: float
@@ -66,12 +88,19 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
     (FrozenByAnotherProcess leaves it so): a write there sleeps,
     unkillable, until that freeze ends. The run must still end with its
     report and exit status; the child finishes the files after the thaw.
+
+    The command waits only until the files are visible (renamed into
+    place: `vmsnapshot status` sees the run as soon as the command
+    returns); the child does their fsyncs (~10-20 ms on a busy /var)
+    after, reaped by a daemon thread, or by init once the command has
+    exited (issue 15).  A crash within those few milliseconds may lose
+    this run's record, never leave half of one.
     """
     try:
         rfd, wfd = os.pipe()
         pid = os.fork()
     except OSError:
-        return _write_files(report)
+        return _write_files(report)[0]
     if pid == 0:                                       # the writer
         status = 1
         try:
@@ -86,9 +115,16 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
                         os.close(fd)
                     except OSError:
                         pass
-            data = json.dumps(_write_files(report)).encode()
+            problems, pending = _write_files(report, durable=False)
+            data = json.dumps(problems).encode()
             while data:
                 data = data[os.write(wfd, data):]
+            os.close(wfd)      # the caller stops waiting here
+            # The unit's stop (systemd's SIGTERM to what is left of its
+            # cgroup once `run` exits) must not cut the fsyncs short.
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
+            _fsync_paths(pending)
             status = 0
         finally:
             os._exit(status)
@@ -106,13 +142,21 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
             if not chunk:
                 break
             chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
         if not chunks:
+            _, status = os.waitpid(pid, 0)
             return ["the history and metrics writer failed (status %d)"
                     % os.waitstatus_to_exitcode(status)]
+        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
         return list(json.loads(b"".join(chunks).decode()))
     finally:
         os.close(rfd)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _open_fds() -> List[int]:

@@ -2,16 +2,13 @@
 returns for scripts, held hooks and the snapshot command."""
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+# Re-exported for the spawner and the script runners; its home is signames.
+from vmsnapshot.signames import signal_name
 
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "SIG%d" % signum
+__all__ = ["ProcessResult", "signal_name"]
 
 
 @dataclass(frozen=True)

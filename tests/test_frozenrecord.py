@@ -1,0 +1,109 @@
+"""@frozen_record behaves as dataclass(frozen=True) (issue 15: the shared
+repr/eq/hash spare ~half the class-creation cost of every record)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import pytest
+
+from tests.helpers.cli import ROOT
+from vmsnapshot.frozenrecord import frozen_record
+
+
+def _pair():
+    def body(deco):
+        @deco
+        class Row:
+            """A row."""
+            path: str
+            n: int = 0
+            tags: Tuple[str, ...] = ()
+            secret: str = field(default="", repr=False)
+            note: Optional[str] = field(default=None, compare=False)
+            key: int = field(default=0, hash=False)
+        return Row
+    return body(dataclass(frozen=True)), body(frozen_record)
+
+
+VALUES = [("/a",), ("/a", 1, ("x",), "s", "note", 3), ("/b", 2, (), "", None),
+          ("/a", 1, ("x",), "s", "other", 3), ("/a", 1, ("x",), "t", "n", 4)]
+
+
+def test_repr_eq_hash_as_a_frozen_dataclass():
+    Stock, Lean = _pair()
+    for a in VALUES:
+        assert repr(Lean(*a)).replace("Lean", "Stock") == repr(Stock(*a))
+        assert repr(Lean(*a)) == repr(Stock(*a))
+        for b in VALUES:
+            assert (Lean(*a) == Lean(*b)) == (Stock(*a) == Stock(*b)), (a, b)
+            assert (Lean(*a) != Lean(*b)) == (Stock(*a) != Stock(*b)), (a, b)
+        assert hash(Lean(*a)) == hash(Stock(*a))
+    assert Lean("/a") != Stock("/a")        # another class: not equal
+    assert Lean("/a").__eq__(("/a",)) is NotImplemented
+
+
+def test_still_a_frozen_dataclass():
+    _, Lean = _pair()
+    r = Lean("/a", 1)
+    assert dataclasses.is_dataclass(Lean)
+    assert [f.name for f in dataclasses.fields(r)][:2] == ["path", "n"]
+    assert dataclasses.replace(r, n=2) == Lean("/a", 2)
+    assert dataclasses.asdict(r)["path"] == "/a"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.n = 3                                      # type: ignore[misc]
+    assert Lean.__doc__ == "A row."
+    assert len({Lean("/a"), Lean("/a"), Lean("/b")}) == 2
+
+
+def test_a_method_of_the_body_is_kept():
+    @frozen_record
+    class Own:
+        """Own."""
+        a: int
+
+        def __repr__(self) -> str:
+            return "own"
+
+        def __eq__(self, other: object) -> bool:
+            return True
+    assert repr(Own(1)) == "own" and Own(1) == Own(2)
+    assert hash(Own(1)) == hash(Own(1))      # as dataclass: hash added
+
+
+COUNT = """
+import dataclasses, json, sys
+calls = []
+orig = dataclasses._create_fn
+def count(name, *a, **k):
+    calls.append(name)
+    return orig(name, *a, **k)
+dataclasses._create_fn = count
+import vmsnapshot.cli, vmsnapshot.commands.run, vmsnapshot.results.publishing
+mutable = [c for name, m in list(sys.modules.items())
+           if name.startswith("vmsnapshot")
+           for c in vars(m).values() if isinstance(c, type)
+           and c.__module__ == name and dataclasses.is_dataclass(c)
+           and not c.__dataclass_params__.frozen]
+print(json.dumps({"calls": calls, "mutable": len(mutable)}))
+"""
+
+
+def test_the_run_path_compiles_three_methods_per_record():
+    """Before: six exec()-compiled methods per frozen record (init, repr,
+    eq, hash, setattr, delattr), ~220 on `run`'s imports."""
+    res = subprocess.run([sys.executable, "-c", COUNT], cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True, check=True,
+                         timeout=60)
+    out = json.loads(res.stdout)
+    calls = out["calls"]
+    # Only the mutable accumulators (Outcomes) keep dataclass()'s own.
+    assert calls.count("__repr__") == out["mutable"], calls
+    assert calls.count("__eq__") == out["mutable"], calls
+    assert "__hash__" not in calls, calls
+    assert calls.count("__init__") == calls.count("__setattr__") + out[
+        "mutable"], calls
