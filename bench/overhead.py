@@ -80,18 +80,14 @@ def measure(mount: str, runs: int, bindir: str) -> Dict[str, Any]:
             else:
                 errors.append("vmsnapshot run rc=%d: %s" % (
                     res.returncode, (res.stderr or res.stdout).strip()[-400:]))
-            ms, res = _timed(pair)
-            if res.returncode == 0:
-                pair_ms.append(ms)
-            else:
-                errors.append("fsfreeze rc=%d: %s"
-                              % (res.returncode, res.stderr.strip()))
-            ms, res = _timed(seq)
-            if res.returncode == 0:
-                seq_ms.append(ms)
-            else:
-                errors.append("seqfreeze rc=%d: %s"
-                              % (res.returncode, res.stderr.strip()))
+            for name, argv, times in (("fsfreeze", pair, pair_ms),
+                                      ("seqfreeze", seq, seq_ms)):
+                ms, res = _timed(argv)
+                if res.returncode == 0:
+                    times.append(ms)
+                else:
+                    errors.append("%s rc=%d: %s" % (
+                        name, res.returncode, res.stderr.strip()))
     finally:
         shutil.rmtree(cfgdir, ignore_errors=True)
     out: Dict[str, Any] = {

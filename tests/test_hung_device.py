@@ -61,6 +61,15 @@ def assert_ends_thawed(hd: HungDevice, run_dir: str) -> None:
                "the state file removed: %s" % state)
 
 
+def wait_stuck(proc: subprocess.Popen, run_dir: str) -> None:
+    """Until the run has written its state file and a thread of it sleeps
+    in the kernel: its FIFREEZE is stuck on the hung device."""
+    wait_until(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
+               30, "the run reached the freeze")
+    wait_until(lambda: sleeps_in_kernel(proc.pid), 10,
+               "the run's FIFREEZE stuck in the kernel")
+
+
 def finish(proc: subprocess.Popen) -> None:
     """Reap the run (after B is thawed it can exit)."""
     try:
@@ -101,10 +110,7 @@ def test_sigterm_during_a_stuck_freeze_stops_at_once(hung_device, no_config,
     status = str(tmp_path / "status.json")
     proc = start_run(hd, no_config, status, timeout=60)
     try:
-        wait_until(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
-                   30, "the run reached the freeze")
-        wait_until(lambda: sleeps_in_kernel(proc.pid), 10,
-                   "the run's FIFREEZE stuck in the kernel")
+        wait_stuck(proc, run_dir)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         # Long before the 60 s watchdog: the freeze stopped at once.
@@ -128,10 +134,7 @@ def test_sigkill_during_a_stuck_freeze_guardian_thaws(hung_device, no_config,
     status = str(tmp_path / "status.json")
     proc = start_run(hd, no_config, status, timeout=60)
     try:
-        wait_until(lambda: os.path.exists(os.path.join(run_dir, "state.json")),
-                   30, "the run reached the freeze")
-        wait_until(lambda: sleeps_in_kernel(proc.pid), 10,
-                   "the run's FIFREEZE stuck in the kernel")
+        wait_stuck(proc, run_dir)
         proc.kill()
         # SIGKILL cannot end a thread inside FIFREEZE: still there.
         assert not poll(lambda: proc.poll() is not None, 0.5)

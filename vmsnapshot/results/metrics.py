@@ -103,6 +103,18 @@ def update_counters(report: Dict[str, Any], durable: bool = True
     return counters
 
 
+def _seconds_by(rows: Optional[List[Dict[str, Any]]], ms_key: str,
+                labels: Tuple[Tuple[str, str], ...]) -> Dict[Labels, float]:
+    """Seconds of MS_KEY summed per label set (label name, row key): two
+    rows with the same labels (a bind mount, a retried script) add up."""
+    out: Dict[Labels, float] = {}
+    for row in rows or []:
+        if row.get(ms_key) is not None:
+            key = tuple((name, str(row.get(field))) for name, field in labels)
+            out[key] = out.get(key, 0.0) + row[ms_key] / 1000.0
+    return out
+
+
 def render(report: Dict[str, Any], counters: Dict[str, Any]) -> str:
     out = _Exposition()
     trigger = str(report.get("trigger") or "run")
@@ -124,23 +136,14 @@ def render(report: Dict[str, Any], counters: Dict[str, Any]) -> str:
         out.family("vmsnapshot_freeze_window_seconds", "gauge",
                    "First FIFREEZE to last FITHAW in the last run.",
                    {(): freeze["window_ms"] / 1000.0})
-    mounts: Dict[Labels, float] = {}
-    for m in report.get("mounts") or []:
-        if m.get("freeze_ms") is not None:
-            key = (("mount", str(m.get("path"))),
-                   ("fstype", str(m.get("fstype"))))
-            mounts[key] = mounts.get(key, 0.0) + m["freeze_ms"] / 1000.0
     out.family("vmsnapshot_mount_freeze_seconds", "gauge",
-               "Time FIFREEZE took per mount in the last run.", mounts)
-    scripts: Dict[Labels, float] = {}
-    for s in report.get("scripts") or []:
-        if s.get("duration_ms") is not None:
-            key = (("plugin", str(s.get("plugin"))),
-                   ("phase", str(s.get("phase"))))
-            scripts[key] = scripts.get(key, 0.0) + s["duration_ms"] / 1000.0
+               "Time FIFREEZE took per mount in the last run.",
+               _seconds_by(report.get("mounts"), "freeze_ms",
+                           (("mount", "path"), ("fstype", "fstype"))))
     out.family("vmsnapshot_script_duration_seconds", "gauge",
                "Duration of each plugin's script per phase in the last run.",
-               scripts)
+               _seconds_by(report.get("scripts"), "duration_ms",
+                           (("plugin", "plugin"), ("phase", "phase"))))
     last: Dict[Labels, float] = {}
     for e in report.get("errors") or []:
         key = (("name", str(e.get("name"))), ("code", str(e.get("code"))))
