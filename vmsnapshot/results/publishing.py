@@ -94,7 +94,9 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
     returns); the child does their fsyncs (~10-20 ms on a busy /var)
     after, reaped by a daemon thread, or by init once the command has
     exited (issue 15).  A crash within those few milliseconds may lose
-    this run's record, never leave half of one.
+    this run's record (an empty file, which `history.load` lists as
+    unreadable) or reset counters.json to zero (Prometheus' rate() reads
+    that as a counter reset); it never leaves a mix of two versions.
     """
     try:
         rfd, wfd = os.pipe()
