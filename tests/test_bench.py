@@ -40,6 +40,7 @@ def test_quick_completes_and_writes_json(root_loop, tmp_path):
     assert {s["method"] for s in doc["summary"]} == methods
     assert doc["bandwidth"]["seq_mib_s"] > 0
     assert doc["overhead"]["vmsnapshot_run_ms"] is not None
+    assert doc["overhead"]["tree_run_ms"] is not None
     assert doc["overhead"]["seqfreeze_ms"] is not None
     targets = {t["target"] for t in doc["targets"]}
     assert any("default config" in t for t in targets)
