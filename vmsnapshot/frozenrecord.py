@@ -1,5 +1,6 @@
 """@frozen_record: a frozen dataclass whose methods are shared functions
-instead of per-class generated code (issue 15).
+instead of per-class generated code (issue 15); @record, its mutable
+sibling for the one accumulator a run fills step by step.
 
 Python < 3.13 compiles every method dataclass() generates with its own
 exec(): six per frozen class (__init__, __repr__, __eq__, __hash__,
@@ -129,6 +130,16 @@ def _delattr(self: Any, name: str) -> None:
 
 def frozen_record(cls: Type[T]) -> Type[T]:
     """dataclass(frozen=True), with the shared methods."""
+    return _shared(cls, frozen=True)
+
+
+def record(cls: Type[T]) -> Type[T]:
+    """dataclass(), mutable (unhashable, as dataclass makes it), with the
+    shared methods: for an accumulator filled step by step."""
+    return _shared(cls, frozen=False)
+
+
+def _shared(cls: Type[T], frozen: bool) -> Type[T]:
     own = dict(cls.__dict__)
     if own.get("__doc__") is None:
         # dataclass() would build one through inspect.signature(): slow.
@@ -136,16 +147,17 @@ def frozen_record(cls: Type[T]) -> Type[T]:
     cls = dataclass(init=False, repr=False, eq=False)(cls)
     if "__init__" not in own:
         cls.__init__ = _init                        # type: ignore[misc]
-    for name in ("__setattr__", "__delattr__"):
-        if name in own:     # as dataclass(frozen=True)
-            raise TypeError("cannot overwrite attribute %s in class %s"
-                            % (name, cls.__name__))
-    cls.__setattr__ = _setattr                      # type: ignore[assignment]
-    cls.__delattr__ = _delattr                      # type: ignore[assignment]
+    if frozen:
+        for name in ("__setattr__", "__delattr__"):
+            if name in own:     # as dataclass(frozen=True)
+                raise TypeError("cannot overwrite attribute %s in class %s"
+                                % (name, cls.__name__))
+        cls.__setattr__ = _setattr                  # type: ignore[assignment]
+        cls.__delattr__ = _delattr                  # type: ignore[assignment]
     if own.get("__doc__") is None:
         cls.__doc__ = "%s(%s)" % (cls.__name__, ", ".join(
             f.name for f in fields(cls)))
-    cls._record_frozen = True                       # type: ignore[attr-defined]
+    cls._record_frozen = frozen                     # type: ignore[attr-defined]
     cls._record_init = tuple(                       # type: ignore[attr-defined]
         (f.name, f.default, f.default_factory, f.init) for f in fields(cls))
     cls._record_init_names = frozenset(             # type: ignore[attr-defined]
@@ -154,10 +166,11 @@ def frozen_record(cls: Type[T]) -> Type[T]:
         cls.__repr__ = _repr                        # type: ignore[assignment]
     if "__eq__" not in own:
         cls.__eq__ = _eq                            # type: ignore[assignment]
-    # As dataclass(): a hash unless the body wrote one (an __eq__ alone
-    # leaves __hash__ None in the class dict: that is not writing one).
+    # As dataclass(): frozen, a hash unless the body wrote one (an __eq__
+    # alone leaves __hash__ None in the class dict: that is not writing
+    # one); mutable, unhashable unless the body wrote one.
     if own.get("__hash__") is None:
-        cls.__hash__ = _hash                        # type: ignore[assignment]
+        cls.__hash__ = _hash if frozen else None    # type: ignore[assignment]
     cls._record_repr = tuple(                       # type: ignore[attr-defined]
         f.name for f in fields(cls) if f.repr)
     cls._record_compare = tuple(                    # type: ignore[attr-defined]

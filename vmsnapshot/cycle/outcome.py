@@ -8,12 +8,12 @@ exception cannot throw away the script results already gathered.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import datetime
 
-from vmsnapshot.frozenrecord import frozen_record
+from vmsnapshot.frozenrecord import frozen_record, record
 from vmsnapshot.cycle import policy
 from vmsnapshot.cycle import meta as runmeta
 from vmsnapshot.config.model import Config
@@ -40,7 +40,7 @@ class FreezeOutcome:
     stopped_early: bool    # a signal cut the freeze short (all undone)
 
 
-@dataclass
+@record
 class Outcomes:
     """Filled step by step by the cycle; each field is set once."""
 
