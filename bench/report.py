@@ -11,6 +11,7 @@ from bench.methods import BASELINES, NEEDS_FREEZER
 METRICS = ("freeze_ms", "thaw_ms", "stall_ms", "quiesced_ms")
 VMS = "vmsnapshot"
 DEFAULT = "vmsnapshot-default"
+SCRIPTS = "vmsnapshot-scripts"
 STALL_FRACTION = 8      # issue 15: default stall <= 1/8 of fsfreeze's
 THAW_TARGET_MS = 10.0
 
@@ -148,16 +149,25 @@ def targets(summary: List[Dict[str, Any]], cycles: List[Dict[str, Any]],
             % (STALL_FRACTION, b), default,
             None if bs is None else round(bs / STALL_FRACTION, 1),
             "%s %s ms, %s %s ms" % (DEFAULT, default, b, bs)))
+    # The stall with the default configuration as it ships (no script);
+    # the time quiesced with pre-scripts configured, the only case where
+    # an application is held: without one, the pass before the freeze
+    # delays the snapshot but quiesces nothing (its figure is shown).
     for nn in (8, 64):
-        for metric, what in (("stall_ms", "max write stall"),
-                             ("quiesced_ms", "time quiesced")):
-            clean = _median(summary, nn, 0, DEFAULT, metric)
+        for metric, what, method in (
+                ("stall_ms", "max write stall", DEFAULT),
+                ("quiesced_ms", "time quiesced (pre-scripts configured)",
+                 SCRIPTS)):
+            clean = _median(summary, nn, 0, method, metric)
             today = _median(summary, nn, 0, VMS, metric)
+            shown = "%s %s ms, %s %s ms" % (method, clean, VMS, today)
+            if method != DEFAULT:
+                shown += "; without scripts %s %s ms" % (
+                    DEFAULT, _median(summary, nn, 0, DEFAULT, metric))
             out.append(_target(
                 "N=%d D=0: default config %s no worse than presync = "
                 "false (x1.25 for noise)" % (nn, what), clean,
-                None if today is None else round(today * 1.25, 1),
-                "%s %s ms, %s %s ms" % (DEFAULT, clean, VMS, today)))
+                None if today is None else round(today * 1.25, 1), shown))
     quiet = None
     if quiet_thaw and quiet_thaw["n"] == 64:
         quiet = quiet_thaw.get(VMS)
