@@ -1,8 +1,8 @@
 """Loggers that import `logging` only when a message is emitted.
 
-`logging` and what only it pulls in (traceback, textwrap, string and
-their regular expressions) cost ~5 ms of each `run`, and a clean run at
-the default level logs nothing.  get() returns a small proxy with the
+`logging` and what only it pulls in (traceback, textwrap and their
+regular expressions) cost ~5 ms of each `run`, and a clean run at the
+default level logs nothing.  get() returns a small proxy with the
 methods the package uses; it forwards to logging.getLogger(name) unless
 the message is below the threshold the CLI set (configure()) AND logging
 is not imported yet.  The default threshold 0 forwards everything:
@@ -100,17 +100,6 @@ def cancel(token: Optional[Setup]) -> None:
     with _lock:
         if token is not None and token in _waiting:
             _waiting.remove(token)
-
-
-def loaded() -> bool:
-    """Whether logging is imported; if someone else imported it, the
-    pending setup is applied now, as a proxy would."""
-    if _module is not None:
-        return True
-    if "logging" in sys.modules:
-        _load()
-        return True
-    return False
 
 
 class Logger:
