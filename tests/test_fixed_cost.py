@@ -17,12 +17,15 @@ from vmsnapshot.cycle import meta
 # filesystem is probed; shutil only for help and usage errors (argparse's
 # terminal width: `run` builds only its own parser); socket only when a
 # journald or syslog socket exists; the process runner (subprocess) and
-# its records only for a snapshot command.
+# its records only for a snapshot command; logging (and traceback and
+# textwrap: only it needs them) only when a message is emitted, and a
+# clean run at the default level emits none (vmsnapshot.logs); string
+# stays: tomllib needs it.
 NOT_ON_A_CLEAN_FREEZE_ONLY_RUN = (
     "vmsnapshot.scripts.oneshot", "vmsnapshot.scripts.held",
     "vmsnapshot.freeze.syncfs", "ctypes", "uuid", "platform", "shutil",
     "socket", "vmsnapshot.scripts.spawn", "vmsnapshot.scripts.result",
-    "subprocess", "selectors")
+    "subprocess", "selectors", "logging", "traceback", "textwrap")
 
 PROBE = """
 import json, sys

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-log = logging.getLogger("vmsnapshot")
+from vmsnapshot import logs
+
+log = logs.get("vmsnapshot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,13 +23,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("vmsnapshot: %(levelname)s: "
-                                           "%(message)s"))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level)
+    """Recorded, not applied: logging is imported only when a message at
+    or above the level is emitted (vmsnapshot.logs)."""
+    level = logs.WARNING - 10 * min(verbose, 2)
+    stream = sys.stderr
+
+    def setup(logging: Any) -> None:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("vmsnapshot: %(levelname)s: "
+                                               "%(message)s"))
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(level)
+
+    logs.configure(level, setup)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,14 +12,13 @@ back. Nothing is changed when anything is in doubt.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.config.azuremode import (
     AZURE_JSON, PLUGIN_NAME, is_wrapper_config, wrapper_paths)
 from vmsnapshot.config import azure_json
@@ -27,7 +26,7 @@ from vmsnapshot.config.model import Plugin
 from vmsnapshot.config.problems import Problems
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 PLUGIN_HOST = "/etc/azure/VMSnapshotPluginHost.conf"
 DROP_IN = "/etc/vmsnapshot/conf.d/azure-plugin.toml"

@@ -3,17 +3,16 @@ and its wave.  Read-only: nothing is opened or frozen."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Optional, Sequence
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.config import FreezeSettings, load_config
 from vmsnapshot.errors import VmsnapshotError
 from vmsnapshot.mounts.mountinfo import fstype_kind, read_mountinfo
 from vmsnapshot.mounts.plan import format_table, plan, to_json
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def freeze_settings(config_path: Optional[str]) -> FreezeSettings:

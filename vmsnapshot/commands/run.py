@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Dict, Optional, Sequence
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.cycle import policy
 from vmsnapshot.cycle.whole import RunOptions, run_cycle
 from vmsnapshot.errors import Catalogue, ErrorRecord
 from vmsnapshot.errtext import error_lines
 from vmsnapshot.cycle.report import Report, write_status_file
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def run_command(config_path: Optional[str], mounts: Sequence[str],

@@ -10,14 +10,13 @@ and prints its report; exit status as for `run`.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import socket
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.cycle import collect
 from vmsnapshot.cycle import detach
 from vmsnapshot.cycle import holder
@@ -26,7 +25,7 @@ from vmsnapshot.commands.run import deliver_json
 from vmsnapshot.errors import VmsnapshotError
 from vmsnapshot.rundir import run_dir
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 # How long `pre` waits for a started holder to connect back.
 START_TIMEOUT_S = 30.0

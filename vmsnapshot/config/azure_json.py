@@ -9,17 +9,17 @@ Every problem is IncorrectJSONConfigFile (305) naming this file.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.config.problems import (
     Problems, pick, read_config_file, suggest, want_abspath, want_bool,
     want_count, want_seconds, want_str, want_str_list)
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 TEMPLATE_KEYS = (
     "pluginName", "preScriptLocation", "postScriptLocation",

@@ -9,15 +9,15 @@ never disagrees with anything.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import fields, replace
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def _union(values: Sequence[Tuple[str, ...]]) -> Tuple[str, ...]:

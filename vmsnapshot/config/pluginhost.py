@@ -17,19 +17,19 @@ case-insensitive, as with Azure's ConfigParser.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.config import azure_json
 from vmsnapshot.config.azuremark import is_extension_wrapper
 from vmsnapshot.config.model import Config, FreezeSettings, Plugin, Setting
 from vmsnapshot.config.problems import Problems, read_config_file, under_root
 from vmsnapshot.errors import Catalogue, ErrorRecord
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 SECTION = "pre_post"
 _NUMBER = re.compile(r"\d+(\.\d+)?\Z")

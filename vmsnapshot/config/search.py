@@ -5,11 +5,11 @@ itself is config/merge.py."""
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.config.azuremark import is_extension_wrapper
 from vmsnapshot.config.merge import merge
@@ -17,7 +17,7 @@ from vmsnapshot.config.model import Config
 from vmsnapshot.config.problems import under_root
 from vmsnapshot.errors import ConfigError, ErrorRecord
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 NATIVE_PATH = "/etc/vmsnapshot/vmsnapshot.toml"
 PLUGINHOST_PATH = "/etc/azure/VMSnapshotPluginHost.conf"

@@ -11,7 +11,6 @@ output until EOF must not wait for the holder.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -19,10 +18,10 @@ import sys
 import time
 from typing import Callable, List, Optional
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.scripts import cgroup
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 SYSTEMD_RUN = "systemd-run"
 _PASSED_ENV = ("PYTHONPATH",)   # plus every VMSNAPSHOT_* variable

@@ -19,14 +19,13 @@ does not, it moves itself into a cgroup of its own in the unified hierarchy.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
-from vmsnapshot import exitstatus
+from vmsnapshot import exitstatus, logs
 from vmsnapshot.freeze import state
 from vmsnapshot.cycle.phases import (FreezeStep, RunOptions, load_run_config,
                                      plan_mounts, post_phase, pre_phase)
@@ -39,7 +38,7 @@ from vmsnapshot.cycle.lock import RunLock
 from vmsnapshot.rundir import run_dir
 from vmsnapshot.cycle.signals import SignalTrap
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 SOCKET_NAME = "holder.sock"
 STATUS_NAME = "split-status.json"        # the last split cycle's report

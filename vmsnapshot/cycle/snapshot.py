@@ -10,7 +10,6 @@ command: a freeze-only run does not pay for it (issue 15).
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from types import ModuleType
@@ -21,10 +20,11 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     Protocol = object  # type: ignore[assignment]
 
+from vmsnapshot import logs
 from vmsnapshot.cycle.report import SnapshotReport
 from vmsnapshot.cycle.signals import SignalTrap
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 GRACE_S = 5.0       # after the watchdog deadline, before SIGTERM
 STOP_GRACE_S = 2.0  # SIGTERM to SIGKILL

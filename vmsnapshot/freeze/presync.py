@@ -11,14 +11,14 @@ closes its own fd when it returns.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.frozenrecord import frozen_record
 
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 MODES = ("auto", "true", "false")
 # Below this much Dirty+Writeback machine-wide, FIFREEZE's own sync is a

@@ -8,11 +8,11 @@ Everything that touches a filesystem (opening mount fds, the state file on
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.frozenrecord import frozen_record
 from vmsnapshot.freeze import native
 from vmsnapshot.freeze import presync
@@ -22,7 +22,7 @@ from vmsnapshot.freeze.mountfd import MountChanged, open_mount
 from vmsnapshot.freeze.result import SessionResult, TargetResult, Unopened
 from vmsnapshot.mounts.plan import MountDecision
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 @frozen_record

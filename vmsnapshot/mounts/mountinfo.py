@@ -9,13 +9,13 @@ two spaces), and puts any number of optional fields (7) before the "-".
 """
 from __future__ import annotations
 
-import logging
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.frozenrecord import frozen_record
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 MOUNTINFO = "/proc/self/mountinfo"
 

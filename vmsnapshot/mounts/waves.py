@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import glob
 import graphlib
-import logging
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.mounts.mountinfo import (REMOTE_KINDS, MountInfo, fstype_kind,
                                   hidden_mounts, is_under)
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 Dev = Tuple[int, int]
 _DELETED = " (deleted)"

@@ -10,14 +10,14 @@ on a filesystem the run froze.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from typing import Any, Dict, List, Optional
 
+from vmsnapshot import logs
 from vmsnapshot.atomicfile import write_atomic
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 STATE_DIR = "/var/lib/vmsnapshot"
 DEFAULT_KEEP = 100

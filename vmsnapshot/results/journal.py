@@ -16,16 +16,17 @@ pay for them (issue 15); send() runs only after the thaw.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import struct
 import sys
 from typing import TYPE_CHECKING, Dict, Mapping
 
+from vmsnapshot import logs
+
 if TYPE_CHECKING:
     import socket
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"

@@ -8,17 +8,16 @@ disk must not turn a good snapshot into a failed command.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import select
 import signal
 import threading
-import traceback
 from typing import Any, Dict, List, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.results import history, journal, metrics
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 # One stable MESSAGE_ID per outcome: `journalctl MESSAGE_ID=...` finds
 # every such run of a fleet. Never change them.
@@ -209,6 +208,7 @@ def _common(report: Dict[str, Any]) -> Dict[str, object]:
 def internal_error(exc: BaseException, context: str = "") -> str:
     """An unexpected error's traceback to the journal (or syslog, or
     stderr), whatever the verbosity; returns the sink used."""
+    import traceback        # only for a bug: not on every run's path
     text = "".join(traceback.format_exception(type(exc), exc,
                                               exc.__traceback__))
     return journal.send(

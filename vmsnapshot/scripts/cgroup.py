@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import errno
 import itertools
-import logging
 import os
 import threading
 import time
 from typing import Callable, List, Optional
 
-log = logging.getLogger(__name__)
+from vmsnapshot import logs
+
+log = logs.get(__name__)
 
 ENV_SWITCH = "VMSNAPSHOT_SCRIPT_CGROUPS"
 PARENT_NAME = "vmsnapshot"

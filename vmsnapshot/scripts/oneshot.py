@@ -12,7 +12,6 @@ vmsnapshot.scripts.held.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shlex
 import threading
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from vmsnapshot import logs
 from vmsnapshot.config.model import Plugin
 from vmsnapshot.errors import ErrorRecord, VmsnapshotError
 from vmsnapshot.scripts.spawn import (ProcessResult, ShouldStop, clean_env,
@@ -27,7 +27,7 @@ from vmsnapshot.scripts.spawn import (ProcessResult, ShouldStop, clean_env,
 from vmsnapshot.errors import phase_entries
 from vmsnapshot.trust import TrustedScript, open_trusted
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 GRACE = 5.0   # s between SIGTERM and SIGKILL when a script times out
 
