@@ -50,7 +50,7 @@ def test_the_history_is_visible_before_its_fsyncs_end(
               "consistency": "filesystem", "errors": [], "trigger": "run"}
     try:
         start = time.monotonic()
-        problems = publishing._files_with_deadline(report, 8.0)
+        problems = publishing._files_with_deadline(report, 8.0, 100)
         elapsed = time.monotonic() - start
         assert problems == [], problems
         assert elapsed < 6.0, elapsed
@@ -66,7 +66,7 @@ def test_the_history_is_visible_before_its_fsyncs_end(
 WRITER = """
 import json, sys
 from vmsnapshot.results import publishing
-problems, pending = publishing._write_files(json.loads(sys.argv[1]), False)
+problems, pending = publishing._write_files(json.loads(sys.argv[1]), 100, False)
 print(json.dumps({"problems": problems, "strptime": "_strptime" in sys.modules,
                   "prom": open(sys.argv[2]).read()}))
 """

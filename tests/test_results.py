@@ -185,6 +185,19 @@ def test_history_retention_and_status(loopfs_factory, no_config,
     assert "must be a whole number above 0" in res.stderr
 
 
+def test_a_bad_history_keep_is_said_on_stderr(loopfs_factory, no_config,
+                                              monkeypatch, results_paths):
+    """The history is written by a forked child with stderr on /dev/null:
+    the setting is read before the fork, so its warning reaches the admin."""
+    a = loopfs_factory("ext4")
+    monkeypatch.setenv("VMSNAPSHOT_HISTORY_KEEP", "ten")
+    res = run_vmsnapshot("run", "--config", no_config, "--mount", str(a))
+    assert res.returncode == 0, res.stderr
+    assert ("VMSNAPSHOT_HISTORY_KEEP='ten' is not a number: keeping 100"
+            in res.stderr), res.stderr
+    assert len(history_files(results_paths["state"])) == 1
+
+
 def test_status_without_history(results_paths):
     res = run_vmsnapshot("status")
     assert res.returncode == 1

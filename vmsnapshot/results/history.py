@@ -53,17 +53,19 @@ def file_name(report: Dict[str, Any]) -> str:
     return "%s-%s.json" % (start, run_id)
 
 
-def save(report: Dict[str, Any], durable: bool = True) -> str:
-    """Write REPORT atomically; returns its path. Raises OSError.
-    durable=False: visible (renamed into place) but not yet fsynced; the
-    caller then makes durable() the file and its directory."""
+def save(report: Dict[str, Any], durable: bool = True,
+         limit: Optional[int] = None) -> str:
+    """Write REPORT atomically, keeping the newest LIMIT (default keep());
+    returns its path. Raises OSError.  durable=False: visible (renamed
+    into place) but not yet fsynced; the caller then makes durable() the
+    file and its directory."""
     directory = runs_dir()
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)   # not 755 above
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, file_name(report))
     write_atomic(path, json.dumps(report, indent=2) + "\n", sync_dir=durable,
                  durable=durable)
-    prune(keep())
+    prune(keep() if limit is None else limit)
     return path
 
 

@@ -42,20 +42,23 @@ def publish(report: Dict[str, Any]) -> List[str]:
         journal_entries(report)
     except Exception as e:     # noqa: BLE001 - a result is best effort
         problems.append("could not write the journal entries: %s" % e)
-    problems += _files_with_deadline(report, FILE_DEADLINE)
+    # Read here, not in the writer: its stderr is /dev/null, and a bad
+    # setting must be said.
+    keep = history.keep()
+    problems += _files_with_deadline(report, FILE_DEADLINE, keep)
     for problem in problems:
         log.warning("%s", problem)
     return problems
 
 
-def _write_files(report: Dict[str, Any], durable: bool = True
+def _write_files(report: Dict[str, Any], keep: int, durable: bool = True
                  ) -> Tuple[List[str], List[str]]:
     """The history and the metrics; returns the problems and, when not
     DURABLE, the paths still to fsync (files, then their directories)."""
     problems = []
     pending: List[str] = []
     try:
-        path = history.save(report, durable)
+        path = history.save(report, durable, keep)
         pending += [path, os.path.dirname(path)]
     except Exception as e:     # noqa: BLE001
         problems.append("could not write the history: %s" % e)
@@ -79,8 +82,8 @@ def _fsync_paths(paths: List[str]) -> None:
             log.debug("fsync %s: %s", path, e)
 
 
-def _files_with_deadline(report: Dict[str, Any], deadline: float
-                         ) -> List[str]:
+def _files_with_deadline(report: Dict[str, Any], deadline: float,
+                         keep: int) -> List[str]:
     """Write the files in a child and wait at most DEADLINE seconds.
 
     Our own freeze is over, but /var may be frozen by another process
@@ -101,7 +104,7 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
         rfd, wfd = os.pipe()
         pid = os.fork()
     except OSError:
-        return _write_files(report)[0]
+        return _write_files(report, keep)[0]
     if pid == 0:                                       # the writer
         status = 1
         try:
@@ -116,7 +119,7 @@ def _files_with_deadline(report: Dict[str, Any], deadline: float
                         os.close(fd)
                     except OSError:
                         pass
-            problems, pending = _write_files(report, durable=False)
+            problems, pending = _write_files(report, keep, durable=False)
             data = json.dumps(problems).encode()
             while data:
                 data = data[os.write(wfd, data):]
