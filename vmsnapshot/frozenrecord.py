@@ -154,14 +154,14 @@ def _shared(cls: Type[T], frozen: bool) -> Type[T]:
                                 % (name, cls.__name__))
         cls.__setattr__ = _setattr                  # type: ignore[assignment]
         cls.__delattr__ = _delattr                  # type: ignore[assignment]
+    fs = fields(cls)
     if own.get("__doc__") is None:
-        cls.__doc__ = "%s(%s)" % (cls.__name__, ", ".join(
-            f.name for f in fields(cls)))
+        cls.__doc__ = "%s(%s)" % (cls.__name__, ", ".join(f.name for f in fs))
     cls._record_frozen = frozen                     # type: ignore[attr-defined]
     cls._record_init = tuple(                       # type: ignore[attr-defined]
-        (f.name, f.default, f.default_factory, f.init) for f in fields(cls))
+        (f.name, f.default, f.default_factory, f.init) for f in fs)
     cls._record_init_names = frozenset(             # type: ignore[attr-defined]
-        f.name for f in fields(cls) if f.init)
+        f.name for f in fs if f.init)
     if "__repr__" not in own:
         cls.__repr__ = _repr                        # type: ignore[assignment]
     if "__eq__" not in own:
@@ -172,10 +172,9 @@ def _shared(cls: Type[T], frozen: bool) -> Type[T]:
     if own.get("__hash__") is None:
         cls.__hash__ = _hash if frozen else None    # type: ignore[assignment]
     cls._record_repr = tuple(                       # type: ignore[attr-defined]
-        f.name for f in fields(cls) if f.repr)
+        f.name for f in fs if f.repr)
     cls._record_compare = tuple(                    # type: ignore[attr-defined]
-        f.name for f in fields(cls) if f.compare)
+        f.name for f in fs if f.compare)
     cls._record_hash = tuple(                       # type: ignore[attr-defined]
-        f.name for f in fields(cls)
-        if (f.compare if f.hash is None else f.hash))
+        f.name for f in fs if (f.compare if f.hash is None else f.hash))
     return cls
