@@ -541,6 +541,10 @@ int vms_thaw(struct vms_run *run)
 	if (join)
 		pthread_join(run->wd, NULL);
 
+	/* The probes our FITHAWs wake wait for vms_collect (their records
+	 * only matter for a thaw before ours).  A failure costs speed only. */
+	for (i = 0; i < run->n; i++)
+		(void)probe_set_idle(&run->probe[i], 1);
 	run_thaw_all(run, 0);
 
 	pthread_mutex_lock(&run->lock);
@@ -561,6 +565,8 @@ int vms_collect(struct vms_run *run)
 	/* A probe passes as soon as its mount is thawed: one that passed
 	 * before our thaw claimed the mount saw somebody else's thaw.  The
 	 * wait is bounded in case a FITHAW failed. */
+	for (i = 0; i < run->n; i++)
+		(void)probe_set_idle(&run->probe[i], 0);
 	limit = now_ns() + PROBE_DRAIN_MS * 1000000LL;
 	for (i = 0; i < run->n; i++) {
 		pthread_mutex_lock(&run->lock);

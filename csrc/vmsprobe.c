@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -210,6 +211,19 @@ void probe_go(struct vms_probe *p)
 	(void)command(p, "g");
 }
 
+int probe_set_idle(struct vms_probe *p, int idle)
+{
+	struct sched_param sp;
+
+	if (p->pid <= 0 || p->done)
+		return 0;
+	memset(&sp, 0, sizeof(sp));
+	if (sched_setscheduler(p->pid, idle ? SCHED_IDLE : SCHED_OTHER,
+			       &sp) == 0 || errno == ESRCH)
+		return 0;
+	return errno;
+}
+
 int probe_thawed_before(struct vms_probe *p, int64_t claim_ns,
 			int64_t deadline_ns)
 {
@@ -223,6 +237,7 @@ int probe_thawed_before(struct vms_probe *p, int64_t claim_ns,
 
 void probe_release(struct vms_probe *p)
 {
+	(void)probe_set_idle(p, 0);	/* a thaw without vms_collect */
 	if (p->ctl >= 0)
 		close(p->ctl);
 	if (p->res >= 0)

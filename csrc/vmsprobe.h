@@ -49,6 +49,15 @@ int probe_unfrozen(struct vms_probe *p, int wait_ms);
 void probe_go(struct vms_probe *p);
 
 /*
+ * idle=1: the probe runs only on a CPU nobody else wants (SCHED_IDLE),
+ * idle=0: back to the normal policy.  Our thaw wakes every probe at once:
+ * 64 woken children on 2 CPUs took the CPUs from the FITHAW workers (a
+ * thaw of 64 filesystems took 30 ms instead of 5).  Returns 0 or an
+ * errno; ESRCH (the probe is gone) is 0.
+ */
+int probe_set_idle(struct vms_probe *p, int idle);
+
+/*
  * Our thaw was claimed at claim_ns: wait until deadline_ns for the
  * probe's second pass.  Returns 1 if it passed before claim_ns (somebody
  * else thawed the mount), 0 otherwise (also when it did not report).
