@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
-import time
 
 from tests.helpers.cli import ROOT, run_vmsnapshot
-from tests.helpers.loopfs import is_frozen
 from vmsnapshot import logs
 
 LINE = re.compile(r"^vmsnapshot: (DEBUG|INFO|WARNING|ERROR|CRITICAL): \S")
@@ -192,30 +189,6 @@ def test_a_warning_at_the_default_level_still_prints(loopfs_factory,
     assert lines[0] == ("vmsnapshot: WARNING: SnapshotCommandFailed (126): "
                         "false: exit status 1"), lines
     assert [line[:10] for line in lines[1:]] == ["  action: "], lines
-
-
-def test_an_info_line_first_logged_while_frozen_lands_after_the_thaw(
-        loopfs_factory, no_config):
-    """-v: the first message may be the snapshot command's output, while
-    frozen, into a stderr on the frozen mount: held, written after."""
-    a = loopfs_factory("ext4")
-    path = os.path.join(str(a), "log")
-    with open(path, "w") as err:
-        start = time.monotonic()
-        res = run_vmsnapshot("run", "-v", "--config", no_config,
-                             "--mount", str(a), "--freeze-timeout", "10",
-                             "--json", "--", "sh", "-c",
-                             "echo said-while-frozen; sleep 1", stderr=err)
-        elapsed = time.monotonic() - start
-    report = json.loads(res.stdout)
-    assert report["consistency"] == "filesystem", report["errors"]
-    assert report["freeze"]["auto_thawed"] is False
-    assert res.returncode == 0
-    assert elapsed < 10, elapsed
-    assert not is_frozen(str(a))
-    with open(path) as f:
-        lines = _lines(f.read())
-    assert "vmsnapshot: INFO: snapshot: said-while-frozen" in lines, lines
 
 
 def test_an_internal_error_still_logs_its_traceback(tmp_path, monkeypatch):
