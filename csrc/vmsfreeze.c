@@ -306,6 +306,7 @@ static struct vms_run *run_new(const struct vms_mount *mounts, size_t n,
 	struct vms_run *run;
 	struct stat st;
 	size_t i, j;
+	long cpus;
 	int err;
 
 	run = calloc(1, sizeof(*run));
@@ -349,6 +350,11 @@ static struct vms_run *run_new(const struct vms_mount *mounts, size_t n,
 	run->fired_after_ns = -1;
 	run->max_threads = max_threads <= 0 || max_threads > VMS_DEFAULT_THREADS
 			   ? VMS_DEFAULT_THREADS : max_threads;
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);	/* -1: keep max_threads */
+	run->thaw_threads = cpus > 0 && cpus * THAW_THREADS_PER_CPU <
+				run->max_threads
+			    ? (int)cpus * THAW_THREADS_PER_CPU
+			    : run->max_threads;
 	for (i = 0; i < n; i++) {
 		struct vms_mount *m = &run->m[i];
 

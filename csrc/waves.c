@@ -202,12 +202,13 @@ static void *batch_worker(void *arg)
 void run_batch(struct vms_run *run, struct batch *b)
 {
 	int from = b->op == OP_FREEZE ? VMS_PENDING : VMS_FROZEN;
-	int want, started = 0, err = 0;
+	int cap, want, started = 0, err = 0;
 	size_t i, k;
 
 	pthread_mutex_lock(&run->lock);
 	k = count_locked(run, b->wave, from);
-	want = k < (size_t)run->max_threads ? (int)k : run->max_threads;
+	cap = b->op == OP_THAW ? run->thaw_threads : run->max_threads;
+	want = k < (size_t)cap ? (int)k : cap;
 	b->active = want;
 	run->refs += want;
 	pthread_mutex_unlock(&run->lock);
