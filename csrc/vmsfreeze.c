@@ -548,9 +548,14 @@ int vms_thaw(struct vms_run *run)
 		pthread_join(run->wd, NULL);
 
 	/* The probes our FITHAWs wake wait for vms_collect (their records
-	 * only matter for a thaw before ours).  A failure costs speed only. */
+	 * only matter for a thaw before ours).  A failure costs speed only.
+	 * Under the lock: only a probe_on probe is ours to touch (a worker
+	 * back from a stuck FIFREEZE releases its probe otherwise). */
+	pthread_mutex_lock(&run->lock);
 	for (i = 0; i < run->n; i++)
-		(void)probe_set_idle(&run->probe[i], 1);
+		if (run->probe_on[i])
+			(void)probe_set_idle(&run->probe[i], 1);
+	pthread_mutex_unlock(&run->lock);
 	run_thaw_all(run, 0);
 
 	pthread_mutex_lock(&run->lock);
@@ -571,8 +576,11 @@ int vms_collect(struct vms_run *run)
 	/* A probe passes as soon as its mount is thawed: one that passed
 	 * before our thaw claimed the mount saw somebody else's thaw.  The
 	 * wait is bounded in case a FITHAW failed. */
+	pthread_mutex_lock(&run->lock);
 	for (i = 0; i < run->n; i++)
-		(void)probe_set_idle(&run->probe[i], 0);
+		if (run->probe_on[i])
+			(void)probe_set_idle(&run->probe[i], 0);
+	pthread_mutex_unlock(&run->lock);
 	limit = now_ns() + PROBE_DRAIN_MS * 1000000LL;
 	for (i = 0; i < run->n; i++) {
 		pthread_mutex_lock(&run->lock);

@@ -50,6 +50,7 @@ void probe_init(struct vms_probe *p)
 	p->ctl = -1;
 	p->res = -1;
 	p->done = 0;
+	p->idle = 0;
 }
 
 /* Close every fd but keep[0..3), which are sorted; async-signal-safe. */
@@ -215,13 +216,15 @@ int probe_set_idle(struct vms_probe *p, int idle)
 {
 	struct sched_param sp;
 
-	if (p->pid <= 0 || p->done)
+	if (p->pid <= 0 || p->done || p->idle == idle)
 		return 0;
 	memset(&sp, 0, sizeof(sp));
 	if (sched_setscheduler(p->pid, idle ? SCHED_IDLE : SCHED_OTHER,
-			       &sp) == 0 || errno == ESRCH)
+			       &sp) == 0) {
+		p->idle = idle;
 		return 0;
-	return errno;
+	}
+	return errno == ESRCH ? 0 : errno;
 }
 
 int probe_thawed_before(struct vms_probe *p, int64_t claim_ns,
@@ -253,4 +256,5 @@ void probe_release(struct vms_probe *p)
 			;
 	p->pid = 0;
 	p->done = 0;
+	p->idle = 0;
 }

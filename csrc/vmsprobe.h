@@ -22,6 +22,7 @@ struct vms_probe {
 	int ctl;	/* our end: one byte = "watch for a thaw", EOF = exit */
 	int res;	/* our end: the child's records */
 	int done;	/* its last record was read */
+	int idle;	/* set to SCHED_IDLE by probe_set_idle */
 };
 
 /* CLOCK_MONOTONIC now, in ns: comparable across processes. */
@@ -53,7 +54,8 @@ void probe_go(struct vms_probe *p);
  * idle=0: back to the normal policy.  Our thaw wakes every probe at once:
  * 64 woken children on 2 CPUs took the CPUs from the FITHAW workers (a
  * thaw of 64 filesystems took 30 ms instead of 5).  Returns 0 or an
- * errno; ESRCH (the probe is gone) is 0.
+ * errno; ESRCH (the probe is gone) is 0.  The caller keeps the probe
+ * from being released meanwhile (the run's lock, with probe_on set).
  */
 int probe_set_idle(struct vms_probe *p, int idle);
 
