@@ -368,8 +368,8 @@ def test_verbose_log_into_the_frozen_mount_lands_after_the_thaw(
     written while frozen would block the run until the watchdog thaws.
     The frozen-time log buffer holds the lines and writes them after the
     thaw, so the run ends in time, thawed, and nothing of the log is lost.
-    With -v the first message may be the snapshot command's output, while
-    frozen: the hold takes effect when it loads logging (vmsnapshot.logs)."""
+    With -v logging is loaded before the freeze (vmsnapshot.logs), the
+    hold in place as with -vv."""
     a = loopfs_factory("ext4")
     log = os.path.join(str(a), "log")
     with open(log, "w") as err:

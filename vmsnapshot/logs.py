@@ -82,6 +82,14 @@ def configure(level: int, setup: Setup) -> None:
             _load()
 
 
+def load_if_shown(level: int) -> None:
+    """Import logging now if messages at LEVEL will be shown: called
+    before a freeze, so that a verbose run does not import it (reading
+    files, ~5 ms) inside the frozen window."""
+    if level >= _threshold:
+        _load()
+
+
 def when_loaded(callback: Setup) -> Optional[Setup]:
     """Run callback(logging) once logging is loaded (after the setup): now
     if it is imported already (returns None), else when a message loads

@@ -6,9 +6,10 @@ exactly what the watchdog is waiting on. Records are held and replayed to
 the real handlers after the thaw.
 
 `logging` may not be imported yet when the hold starts (vmsnapshot.logs
-loads it at the first message): the hold then takes effect the moment a
-message loads it, after the CLI's handlers are set up, so that message
-is held too.
+loads it at the first message). A verbose run loads it before the hold,
+outside the frozen window; otherwise the hold takes effect the moment a
+message (a warning) loads it, after the CLI's handlers are set up, so
+that message is held too.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class _Hold:
 
 @contextmanager
 def logs_held_in_memory() -> Iterator[None]:
+    logs.load_if_shown(logs.INFO)
     hold = _Hold()
     token: Optional[Any] = logs.when_loaded(hold.start)
     try:
